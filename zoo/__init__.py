@@ -1,0 +1,27 @@
+"""lightning-zoo: registered architectures, each a LightningModule whose training comes from a task base.
+
+>>> import zoo
+>>> model = zoo.create_model("cnn_bn", num_classes=10)
+>>> zoo.list_models("cnn*")[:2]
+['cnn_bn', 'cnn_bn_cifar']
+"""
+
+from zoo._registry import ModelInfo, UnknownModelError, create_model, is_model, list_models, model_info, register_model
+from zoo.cnn import CNN, SimpleCNN
+from zoo.mlp import MLP
+from zoo.tasks import ImageClassifier, TaskModule
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "ImageClassifier",
+    "ModelInfo",
+    "SimpleCNN",
+    "TaskModule",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]

@@ -1,0 +1,155 @@
+"""Convolutional classifiers: a LeNet-style conv-pool net and a modern BatchNorm net.
+
+- :class:`SimpleCNN`: ``[conv -> act -> max-pool] x stages -> flatten -> FC -> FC`` (LeCun et al., 1998 style).
+  The flatten size follows from ``img_size``, so it needs exactly that input size.
+- :class:`CNN`: stages of conv-BN-ReLU blocks, the first block of each later stage with stride 2, then global
+  average pooling and a linear head (the layout of VGG-style CIFAR baselines with BatchNorm, Ioffe & Szegedy, 2015).
+  Any input size works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from typing_extensions import Unpack
+
+from zoo._registry import register_model
+from zoo.layers import ConvNormAct, InitScheme, get_act_layer, init_weights
+from zoo.tasks import ClassifierArgs, ImageClassifier
+
+
+class SimpleCNN(ImageClassifier):
+    """Conv-pool feature extractor with a fully connected classifier.
+
+    Args:
+        num_classes: number of output classes.
+        in_channels: image channels.
+        img_size: image height and width; each stage halves them (floor).
+        channels: output channels of each conv stage.
+        hidden_dim: width of the fully connected hidden layer.
+        act: activation name.
+        dropout: dropout before the last layer.
+        init: weight initialization scheme.
+        **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.ImageClassifier`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        img_size: int | tuple[int, int] = 28,
+        channels: Sequence[int] = (32, 64),
+        hidden_dim: int = 128,
+        act: str = "relu",
+        dropout: float = 0.25,
+        init: InitScheme = "kaiming",
+        **task_args: Unpack[ClassifierArgs],
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
+        height, width = self.img_size
+        if min(height, width) < 2 ** len(channels):
+            raise ValueError(f"img_size {self.img_size} is too small for {len(channels)} pooling stages")
+        act_layer = get_act_layer(act)
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for out in channels:
+            layers += [nn.Conv2d(prev, out, 3, padding=1), act_layer(), nn.MaxPool2d(2)]
+            prev, height, width = out, height // 2, width // 2
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(prev * height * width, hidden_dim), act_layer(), nn.Dropout(dropout))
+        self.num_features = hidden_dim
+        self.head = nn.Linear(hidden_dim, num_classes)
+        init_weights(self, init, nonlinearity=act)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))  # (B, C, H, W) -> (B, channels[-1], H/2^s, W/2^s) -> (B, hidden_dim)
+
+
+class CNN(ImageClassifier):
+    """Stages of conv-norm-act blocks with global average pooling.
+
+    Args:
+        num_classes: number of output classes.
+        in_channels: image channels.
+        img_size: nominal input size (for summaries and export); any size works.
+        channels: output channels of each stage; stages after the first start with a stride-2 conv.
+        blocks_per_stage: conv-norm-act blocks in each stage.
+        norm: ``"batchnorm"``, ``"groupnorm"``, ``"layernorm"`` or ``"none"``.
+        act: activation name.
+        dropout: dropout before the classifier.
+        init: weight initialization scheme.
+        **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.ImageClassifier`.
+    """
+
+    fixed_input_size = False
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        img_size: int | tuple[int, int] = 32,
+        channels: Sequence[int] = (32, 64, 128),
+        blocks_per_stage: int = 1,
+        norm: str = "batchnorm",
+        act: str = "relu",
+        dropout: float = 0.0,
+        init: InitScheme = "kaiming",
+        **task_args: Unpack[ClassifierArgs],
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
+        if blocks_per_stage < 1 or not channels:
+            raise ValueError("CNN needs at least one stage and one block per stage")
+        blocks: list[nn.Module] = []
+        prev = in_channels
+        for stage, out in enumerate(channels):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                blocks.append(ConvNormAct(prev, out, 3, stride, norm=norm, act=act))
+                prev = out
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.num_features = prev
+        self.head = nn.Linear(prev, num_classes)
+        init_weights(self, init, nonlinearity=act)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))  # (B, C, H, W) -> (B, channels[-1], H/2^(s-1), W/2^(s-1)) -> (B, channels[-1])
+
+
+def _create_simple_cnn(**kwargs: Any) -> SimpleCNN:
+    return SimpleCNN(**kwargs)
+
+
+def _create_cnn(**kwargs: Any) -> CNN:
+    return CNN(**kwargs)
+
+
+@register_model(input_size=(1, 28, 28), num_params=421_642, source="LeNet-style conv-pool net")
+def cnn_simple(**overrides: Any) -> SimpleCNN:
+    """Two conv-pool stages (32, 64) and a 128-unit FC layer, for 1x28x28 images."""
+    preset = dict(in_channels=1, img_size=28, channels=(32, 64), hidden_dim=128)
+    return _create_simple_cnn(**dict(preset, **overrides))
+
+
+@register_model(input_size=(1, 28, 28), num_params=94_186, source="conv-BN-ReLU stages with global average pooling")
+def cnn_bn(**overrides: Any) -> CNN:
+    """Three conv-BN-ReLU stages (32, 64, 128), one block each, for 1x28x28 images."""
+    preset = dict(in_channels=1, img_size=28, channels=(32, 64, 128), blocks_per_stage=1)
+    return _create_cnn(**dict(preset, **overrides))
+
+
+@register_model(input_size=(3, 32, 32), num_params=1_148_874, source="conv-BN-ReLU stages with global average pooling")
+def cnn_bn_cifar(**overrides: Any) -> CNN:
+    """Three stages (64, 128, 256) of two conv-BN-ReLU blocks each, for 3x32x32 images."""
+    preset = dict(in_channels=3, img_size=32, channels=(64, 128, 256), blocks_per_stage=2, dropout=0.1)
+    return _create_cnn(**dict(preset, **overrides))
+
+
+@register_model(input_size=(1, 8, 8), num_params=65_834, source="small conv-BN net for the embedded 8x8 digits")
+def cnn_digits(**overrides: Any) -> CNN:
+    """Two conv-BN-ReLU stages (32, 64) for 1x8x8 images (scikit-learn digits)."""
+    preset = dict(in_channels=1, img_size=8, channels=(32, 64), blocks_per_stage=2)
+    return _create_cnn(**dict(preset, **overrides))

@@ -1,0 +1,57 @@
+"""Activation modules and the factory that resolves them by name.
+
+Swish and Mish are written out here (rather than using ``nn.SiLU``/``nn.Mish``) so that the formulas are
+readable next to the models; tests check them against torch's fused versions.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Swish(nn.Module):
+    """Swish, ``x * sigmoid(beta * x)`` (Ramachandran et al., 2017); ``beta=1`` equals SiLU."""
+
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+
+class Mish(nn.Module):
+    """Mish, ``x * tanh(softplus(x))`` (Misra, 2019)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.tanh(F.softplus(x))
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "swish": Swish,
+    "mish": Mish,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "identity": nn.Identity,
+}
+
+
+def get_act_layer(name: str | type[nn.Module]) -> type[nn.Module]:
+    """Resolve an activation class from its name (``"relu"``, ``"gelu"``, ``"swish"``, ...) or pass a class through."""
+    if isinstance(name, type):
+        return name
+    try:
+        return ACTIVATIONS[name.lower()]
+    except KeyError:
+        close = difflib.get_close_matches(name.lower(), ACTIVATIONS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown activation {name!r}.{hint} Choose from {sorted(ACTIVATIONS)}.") from None

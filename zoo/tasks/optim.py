@@ -1,0 +1,77 @@
+"""Optimizer and learning-rate schedule builders shared by every task base.
+
+The schedules that change per step (cosine, one-cycle, step decay) are expressed as one multiplicative factor
+``warmup(step) * decay(step)`` on top of the base learning rate, so linear warmup composes with each of them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from timm.optim import param_groups_weight_decay
+from torch import nn
+
+OptimizerName = Literal["adamw", "adam", "sgd"]
+SchedulerName = Literal["none", "cosine", "onecycle", "step", "plateau"]
+
+
+def build_optimizer(
+    model: nn.Module, name: OptimizerName, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
+    """Build an optimizer; biases and normalization weights (1-d parameters) get no weight decay."""
+    params = param_groups_weight_decay(model, weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    raise ValueError(f"Unknown optimizer {name!r}; choose from adamw, adam, sgd.")
+
+
+def lr_factor(
+    step: int, total_steps: int, warmup_steps: int, schedule: SchedulerName, min_lr_ratio: float = 0.0
+) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    if schedule == "cosine":
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        # Linear ramp down after the peak; the warmup above is the ramp up.
+        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
+    if schedule == "step":
+        # The classic ImageNet/CIFAR recipe: divide by 10 at half and at three quarters of training.
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return 1.0
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: SchedulerName,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float,
+    min_lr_ratio: float = 0.0,
+    monitor: str = "val/loss",
+) -> dict[str, Any] | None:
+    """Build Lightning's scheduler dict for ``configure_optimizers`` (``None`` for a constant rate)."""
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    if schedule == "plateau":
+        if warmup_steps:
+            raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=5)
+        return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "strict": False}
+    if schedule == "none" and not warmup_steps:
+        return None
+    if schedule == "onecycle" and not warmup_steps:
+        warmup_steps = round(0.25 * total_steps)  # OneCycleLR's default pct_start
+
+    def factor(step: int) -> float:
+        return lr_factor(step, total_steps, warmup_steps, schedule, min_lr_ratio)
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
