@@ -1,0 +1,49 @@
+"""LightningDataModules with real loading code; each exposes ``num_classes``, ``in_channels`` and ``img_size``."""
+
+from __future__ import annotations
+
+import difflib
+
+import lightning as L
+
+from datamodules.base import ImageDataModule, InMemoryImageDataset, split_indices
+from datamodules.cifar import CIFAR10DataModule
+from datamodules.digits import DigitsDataModule
+from datamodules.image_folder import ImageFolderDataModule
+from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.transforms import AUGMENTATIONS, build_augmentation
+
+#: Short names accepted by the ``zoo`` command (``zoo fit --data MNIST``).
+DATAMODULES: dict[str, type[L.LightningDataModule]] = {
+    "Digits": DigitsDataModule,
+    "MNIST": MNISTDataModule,
+    "FashionMNIST": FashionMNISTDataModule,
+    "CIFAR10": CIFAR10DataModule,
+    "ImageFolder": ImageFolderDataModule,
+}
+
+
+def get_datamodule_class(name: str) -> type[L.LightningDataModule]:
+    """Datamodule class by short name (``"MNIST"``) or class name (``"MNISTDataModule"``); suggests close matches."""
+    by_name = {**DATAMODULES, **{cls.__name__: cls for cls in DATAMODULES.values()}}
+    if name in by_name:
+        return by_name[name]
+    close = difflib.get_close_matches(name, by_name, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"Unknown datamodule {name!r}.{hint} Available: {', '.join(DATAMODULES)}.")
+
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATAMODULES",
+    "CIFAR10DataModule",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "InMemoryImageDataset",
+    "MNISTDataModule",
+    "build_augmentation",
+    "get_datamodule_class",
+    "split_indices",
+]

@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from typing_extensions import Unpack
 
 from zoo._registry import register_model
 from zoo.layers import ConvNormAct, InitScheme, get_act_layer, init_weights
-from zoo.tasks import ClassifierArgs, ImageClassifier
+from zoo.tasks import ImageClassifier
 
 
 class SimpleCNN(ImageClassifier):
@@ -46,7 +45,7 @@ class SimpleCNN(ImageClassifier):
         act: str = "relu",
         dropout: float = 0.25,
         init: InitScheme = "kaiming",
-        **task_args: Unpack[ClassifierArgs],
+        **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
         height, width = self.img_size
@@ -59,7 +58,9 @@ class SimpleCNN(ImageClassifier):
             layers += [nn.Conv2d(prev, out, 3, padding=1), act_layer(), nn.MaxPool2d(2)]
             prev, height, width = out, height // 2, width // 2
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(prev * height * width, hidden_dim), act_layer(), nn.Dropout(dropout))
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(prev * height * width, hidden_dim), act_layer(), nn.Dropout(dropout)
+        )
         self.num_features = hidden_dim
         self.head = nn.Linear(hidden_dim, num_classes)
         init_weights(self, init, nonlinearity=act)
@@ -97,7 +98,7 @@ class CNN(ImageClassifier):
         act: str = "relu",
         dropout: float = 0.0,
         init: InitScheme = "kaiming",
-        **task_args: Unpack[ClassifierArgs],
+        **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
         if blocks_per_stage < 1 or not channels:
@@ -116,7 +117,9 @@ class CNN(ImageClassifier):
         init_weights(self, init, nonlinearity=act)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x))  # (B, C, H, W) -> (B, channels[-1], H/2^(s-1), W/2^(s-1)) -> (B, channels[-1])
+        return self.pool(
+            self.features(x)
+        )  # (B, C, H, W) -> (B, channels[-1], H/2^(s-1), W/2^(s-1)) -> (B, channels[-1])
 
 
 def _create_simple_cnn(**kwargs: Any) -> SimpleCNN:

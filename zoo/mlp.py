@@ -11,11 +11,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from typing_extensions import Unpack
 
 from zoo._registry import register_model
 from zoo.layers import InitScheme, get_act_layer, get_norm_layer, init_weights
-from zoo.tasks import ClassifierArgs, ImageClassifier
+from zoo.tasks import ImageClassifier
 
 
 class MLP(ImageClassifier):
@@ -43,7 +42,7 @@ class MLP(ImageClassifier):
         act: str = "relu",
         dropout: float = 0.0,
         init: InitScheme = "kaiming",
-        **task_args: Unpack[ClassifierArgs],
+        **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
         act_layer, norm_layer = get_act_layer(act), get_norm_layer(norm, "1d")

@@ -24,7 +24,13 @@ class ConvNormAct(nn.Sequential):
         has_norm = (norm or "none") != "none"
         super().__init__(
             nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=not has_norm
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding=kernel_size // 2,
+                groups=groups,
+                bias=not has_norm,
             ),
             get_norm_layer(norm, "2d")(out_channels),
             get_act_layer(act)(),

@@ -6,6 +6,7 @@ from typing import Literal
 
 from torch import nn
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 InitScheme = Literal["default", "kaiming", "xavier", "orthogonal"]
 
 
@@ -29,6 +30,8 @@ def init_weights(module: nn.Module, scheme: InitScheme = "kaiming", nonlinearity
                 raise ValueError(f"Unknown init scheme {scheme!r}; choose from default, kaiming, xavier, orthogonal.")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and layer.weight is not None:
+        elif (
+            isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and layer.weight is not None
+        ):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)

@@ -20,10 +20,7 @@ def focal_loss(
         label_smoothing: as in ``F.cross_entropy``.
     """
     num_classes = logits.shape[-1]
-    if target.ndim == logits.ndim:
-        probs_target = target
-    else:
-        probs_target = F.one_hot(target, num_classes).to(logits.dtype)
+    probs_target = target if target.ndim == logits.ndim else F.one_hot(target, num_classes).to(logits.dtype)
     if label_smoothing:
         probs_target = probs_target * (1 - label_smoothing) + label_smoothing / num_classes
     log_p = F.log_softmax(logits, dim=-1)

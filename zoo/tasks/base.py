@@ -6,23 +6,11 @@ given, so the defaults here never fight a user's choice.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
 import lightning as L
 
 from zoo.tasks.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
-
-
-class OptimArgs(TypedDict, total=False):
-    """Keyword arguments of :class:`TaskModule` (for typing ``**task_args`` in subclasses)."""
-
-    optimizer: OptimizerName
-    lr: float
-    weight_decay: float
-    momentum: float
-    scheduler: SchedulerName
-    warmup_epochs: float
-    min_lr_ratio: float
 
 
 class TaskModule(L.LightningModule):
@@ -54,6 +42,8 @@ class TaskModule(L.LightningModule):
             raise ValueError(f"lr must be positive, got {lr}")
         if weight_decay < 0 or warmup_epochs < 0 or not 0 <= min_lr_ratio <= 1:
             raise ValueError("weight_decay and warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]")
+        if scheduler == "plateau" and warmup_epochs:
+            raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
         # Collects the init arguments of the whole subclass chain, so load_from_checkpoint rebuilds the model.
         self.save_hyperparameters()
 

@@ -6,27 +6,18 @@ An architecture subclasses :class:`ImageClassifier` and implements ``forward_fea
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from typing_extensions import Unpack
 
 from zoo.layers.losses import focal_loss
-from zoo.tasks.base import OptimArgs, TaskModule
+from zoo.tasks.base import TaskModule
 
 LossName = Literal["ce", "focal"]
-
-
-class ClassifierArgs(OptimArgs, total=False):
-    """Keyword arguments of :class:`ImageClassifier` besides the sizes (for typing ``**task_args``)."""
-
-    loss: LossName
-    label_smoothing: float
-    focal_gamma: float
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -42,7 +33,9 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     }
     if num_classes > 5:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", validate_args=False)
-    return MetricCollection(metrics)
+    # No compute groups: torchmetrics merges metrics whose states are equal after the first update, which wrongly
+    # fuses top-5 accuracy with macro F1 whenever the first batch is classified perfectly.
+    return MetricCollection(metrics, compute_groups=False)
 
 
 class ImageClassifier(TaskModule):
@@ -73,7 +66,7 @@ class ImageClassifier(TaskModule):
         loss: LossName = "ce",
         label_smoothing: float = 0.0,
         focal_gamma: float = 2.0,
-        **optim_args: Unpack[OptimArgs],
+        **optim_args: Any,
     ) -> None:
         super().__init__(**optim_args)
         if num_classes < 1 or in_channels < 1:

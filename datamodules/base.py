@@ -1,0 +1,173 @@
+"""Shared machinery of the image datamodules: in-memory datasets, deterministic splits and loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.transforms import AugmentName, build_augmentation, normalize_batch
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class InMemoryImageDataset(Dataset):
+    """Images held as one uint8 tensor ``(N, C, H, W)``; batches are sliced and normalized in one go.
+
+    The DataLoader calls ``__getitems__`` with a whole batch of indices, so without augmentation a batch costs one
+    indexing and one normalization instead of ``batch_size`` Python calls and a collate. With augmentation each
+    image goes through the (random, per-sample) transform first.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        mean: Sequence[float],
+        std: Sequence[float],
+        transform: Any = None,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images, self.targets = images, targets.long()
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Batch:
+        images, targets = self.__getitems__([index])
+        return images[0], targets[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(indices)
+        images = self.images[index]  # (B, C, H, W) uint8
+        if self.transform is not None:
+            images = torch.stack([self.transform(image) for image in images])
+        return normalize_batch(images, self.mean, self.std), self.targets[index]
+
+
+def collate_batched(batch: Batch) -> Batch:
+    """Collate for datasets whose ``__getitems__`` already returns a stacked batch."""
+    return batch
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, val) index split of ``range(n)``: the same ``seed`` gives the same split everywhere."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    permutation = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = round(n * val_fraction)
+    return permutation[n_val:].sort().values, permutation[:n_val].sort().values
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base of the image-classification datamodules.
+
+    Subclasses set ``num_classes``, ``in_channels``, ``img_size``, ``mean``, ``std`` and implement
+    :meth:`load_arrays` (uint8 images and targets of one split). Exposing the sizes as attributes lets
+    LightningCLI link them into the model (``data.num_classes -> model.init_args.num_classes``).
+
+    Args:
+        data_dir: folder the dataset is read from (and downloaded to).
+        batch_size: samples per batch for every split.
+        val_fraction: fraction of the training set held out for validation (split by ``seed``).
+        augment: training augmentation preset, see :func:`datamodules.transforms.build_augmentation`.
+        num_workers: loader worker processes; ``None`` picks 0 without augmentation (in-memory slicing is faster
+            than inter-process transfer) and up to 4 with it.
+        pin_memory: pin host memory for faster GPU transfer; ``None`` pins when CUDA is available.
+        seed: seed of the train/val split.
+        download: download the data in ``prepare_data`` when it is missing.
+    """
+
+    num_classes: int
+    in_channels: int
+    img_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    #: Whether a horizontal flip keeps the label meaningful (not for digits or letters).
+    hflip: bool = True
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        augment: AugmentName = "none",
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        seed: int = 42,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.data_dir = os.path.expanduser(data_dir)
+        self.batch_size = batch_size
+        self.augmentation = build_augmentation(augment, self.img_size, self.hflip)
+        self.datasets: dict[str, Dataset] = {}
+
+    def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images ``(N, C, H, W)`` and integer targets ``(N,)`` of the train or test split."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", "validate", None) and "train" not in self.datasets:
+            images, targets = self.load_arrays(train=True)
+            train_idx, val_idx = split_indices(len(images), self.hparams.val_fraction, self.hparams.seed)
+            self.datasets["train"] = self._dataset(images[train_idx], targets[train_idx], self.augmentation)
+            self.datasets["val"] = self._dataset(images[val_idx], targets[val_idx])
+        if stage in ("test", "predict", None) and "test" not in self.datasets:
+            self.datasets["test"] = self._dataset(*self.load_arrays(train=False))
+
+    def default_num_workers(self) -> int:
+        """0 for plain in-memory slicing (faster than inter-process transfer); up to 4 when images are transformed."""
+        return 0 if self.augmentation is None else min(4, max(1, (os.cpu_count() or 2) - 1))
+
+    def _dataset(self, images: torch.Tensor, targets: torch.Tensor, transform: Any = None) -> InMemoryImageDataset:
+        return InMemoryImageDataset(images, targets, self.mean, self.std, transform)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(
+                f"{type(self).__name__} has no {split!r} split in {os.path.abspath(self.data_dir)} "
+                f"(or setup() was not called; the Trainer calls it)."
+            )
+        workers = self.hparams.num_workers
+        if workers is None:
+            workers = self.default_num_workers()
+        pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
+        dataset = self.datasets[split]
+        batched = isinstance(dataset, InMemoryImageDataset)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=workers > 0,
+            collate_fn=collate_batched if batched else None,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,96 @@
+"""MNIST and Fashion-MNIST from the standard IDX files, read by ``torchvision.datasets``.
+
+Files are looked up in ``<data_dir>/<Name>/raw/`` (torchvision's layout). Gzipped files found there, or directly
+in ``data_dir`` (e.g. a flat folder holding the four ``*-ubyte.gz`` files), are unpacked into that folder first, so
+a copy of the distribution files works offline.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+import torch
+from torchvision import datasets
+
+from datamodules.base import ImageDataModule
+
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST handwritten digits: 60k train (split into train/val) + 10k test, 1x28x28, 10 classes."""
+
+    dataset_cls = datasets.MNIST
+    num_classes = 10
+    in_channels = 1
+    img_size = (28, 28)
+    mean = (0.1307,)
+    std = (0.3081,)
+    hflip = False
+
+    @property
+    def raw_folder(self) -> str:
+        """Where torchvision reads the unpacked IDX files."""
+        return os.path.join(self.data_dir, self.dataset_cls.__name__, "raw")
+
+    def _unpack_local_archives(self) -> None:
+        for name in _MNIST_FILES:
+            target = os.path.join(self.raw_folder, name)
+            if os.path.exists(target):
+                continue
+            for source in (
+                target + ".gz",
+                os.path.join(self.data_dir, name + ".gz"),
+                os.path.join(self.data_dir, name),
+            ):
+                if os.path.exists(source):
+                    os.makedirs(self.raw_folder, exist_ok=True)
+                    opener = gzip.open if source.endswith(".gz") else open
+                    with opener(source, "rb") as src, open(target + ".part", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(target + ".part", target)
+                    break
+
+    def _missing_message(self) -> str:
+        files = ", ".join(f"{name}.gz" for name in _MNIST_FILES)
+        return (
+            f"{self.dataset_cls.__name__} files not found. Put {files} (gzipped or unpacked) in "
+            f"{os.path.abspath(self.raw_folder)}/ (or directly in {os.path.abspath(self.data_dir)}/), "
+            f"or run with download=True where the network is reachable."
+        )
+
+    def prepare_data(self) -> None:
+        self._unpack_local_archives()
+        if all(os.path.exists(os.path.join(self.raw_folder, name)) for name in _MNIST_FILES):
+            return
+        if not self.hparams.download:
+            raise FileNotFoundError(self._missing_message())
+        try:
+            self.dataset_cls(self.data_dir, train=True, download=True)
+            self.dataset_cls(self.data_dir, train=False, download=True)
+        except Exception as error:  # network errors come in many types (URLError, HTTPError, timeouts)
+            raise FileNotFoundError(f"Download failed ({error}). {self._missing_message()}") from error
+
+    def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self._unpack_local_archives()
+        try:
+            dataset = self.dataset_cls(self.data_dir, train=train, download=False)
+        except RuntimeError as error:
+            raise FileNotFoundError(self._missing_message()) from error
+        return dataset.data.unsqueeze(1), dataset.targets  # (N, 28, 28) -> (N, 1, 28, 28)
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST clothing images: 60k train + 10k test, 1x28x28, 10 classes, same file names as MNIST."""
+
+    dataset_cls = datasets.FashionMNIST
+    mean = (0.2860,)
+    std = (0.3530,)
+    hflip = True

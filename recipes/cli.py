@@ -1,0 +1,214 @@
+"""LightningCLI for the zoo: the recipes' entry point and the ``zoo`` console command.
+
+``ZooCLI`` links the datamodule's sizes into the model, can test right after fitting, and rebuilds the model from
+a checkpoint's saved hyperparameters for ``test``/``predict`` (LightningCLI alone would load the weights into a
+model built from the current config and fail on shape mismatches).
+
+``zoo`` adds short names on top: ``zoo fit --model cnn_bn --data MNIST`` (a registered preset and a datamodule
+name), ``zoo fit --model CNN`` (any model class), and ``zoo list``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+import zoo
+from datamodules import DATAMODULES, get_datamodule_class
+from zoo.tasks import TaskModule
+
+RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULTS_YAML = os.path.join(RECIPES_DIR, "defaults.yaml")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: Sizes that come from the data; linked, so they are never set twice.
+LINKED_SIZES = ("num_classes", "in_channels", "img_size")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so hyperparameters from Python and from YAML compare equal."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(import_module(module), name)
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI over every :class:`~zoo.tasks.TaskModule` and any LightningDataModule."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", TaskModule)
+        kwargs.setdefault("datamodule_class", L.LightningDataModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False, help="After `fit`, run `test` on the best checkpoint."
+        )
+        for key in LINKED_SIZES:
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        # `--trainer.enable_progress_bar false` should win over the progress bar of a default config.
+        if trainer.enable_progress_bar is False and trainer.callbacks:
+            trainer.callbacks = [cb for cb in trainer.callbacks if "ProgressBar" not in cb.class_path.rsplit(".")[-1]]
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
+        # weights_only=False: this is the checkpoint that this very run just wrote.
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=False)
+
+    def before_test(self) -> None:
+        self._rebuild_model_from_checkpoint()
+
+    def before_predict(self) -> None:
+        self._rebuild_model_from_checkpoint()
+
+    def before_validate(self) -> None:
+        self._rebuild_model_from_checkpoint()
+
+    def _rebuild_model_from_checkpoint(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry") or not os.path.isfile(ckpt_path):
+            return
+        hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        saved = {key: value for key, value in hparams.items() if not key.startswith("_")}
+        cls = _import_class(hparams["_class_path"]) if "_class_path" in hparams else type(self.model)
+        current = dict(self.model.hparams)
+        differing = sorted(key for key in saved if _plain(saved[key]) != _plain(current.get(key)))
+        if cls is type(self.model) and not differing:
+            return
+        rank_zero_warn(
+            f"Rebuilding {cls.__name__} from the hyperparameters saved in {ckpt_path}; the config differs in "
+            f"{differing or 'the model class'}."
+        )
+        self.model = cls(**saved)
+
+
+def run_recipe(recipe_file: str, args: Sequence[str] | None = None, **cli_kwargs: Any) -> ZooCLI:
+    """Run ZooCLI with the shared defaults and the YAML beside ``recipe_file`` as default config files."""
+    recipe_yaml = os.path.splitext(recipe_file)[0] + ".yaml"
+    config_files = {"default_config_files": [DEFAULTS_YAML, recipe_yaml]}
+    parser_kwargs = {subcommand: config_files for subcommand in SUBCOMMANDS}
+    return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs, **cli_kwargs)
+
+
+# --- the `zoo` console command --------------------------------------------------------------------------------
+
+
+def _model_classes() -> dict[str, type]:
+    found, stack = {}, [TaskModule]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        found[cls.__name__] = cls
+    return found
+
+
+def _model_argument(name: str) -> str:
+    """``--model`` value for a preset name, a model class name or a class path."""
+    if "." in name or name.startswith("{"):
+        return name
+    classes = _model_classes()
+    if name in classes:
+        return f"{classes[name].__module__}.{name}"
+    if zoo.is_model(name):
+        model = zoo.create_model(name)
+        init_args = {key: _plain(value) for key, value in model.hparams.items() if key not in LINKED_SIZES}
+        return json.dumps({"class_path": f"{type(model).__module__}.{type(model).__name__}", "init_args": init_args})
+    close = difflib.get_close_matches(name, [*zoo.list_models(), *classes], n=5, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise SystemExit(f"error: unknown model {name!r}.{hint} `zoo list` shows every model.")
+
+
+def _data_argument(name: str) -> str:
+    if "." in name or name.startswith("{"):
+        return name
+    try:
+        cls = get_datamodule_class(name)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def expand_short_names(args: Sequence[str]) -> list[str]:
+    """Replace ``--model <preset|Class>`` and ``--data <Name>`` by what LightningCLI parses."""
+    resolvers = {"--model": _model_argument, "--data": _data_argument}
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        key, eq, value = arg.partition("=")
+        if key in resolvers and eq:
+            out.append(f"{key}={resolvers[key](value)}")
+        elif arg in resolvers and index + 1 < len(args):
+            out += [arg, resolvers[arg](args[index + 1])]
+            index += 1
+        else:
+            out.append(arg)
+        index += 1
+    return out
+
+
+def print_registry() -> None:
+    """Print every registered model and datamodule as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    models = Table(title=f"Models ({len(zoo.list_models())})")
+    for column in ("name", "class", "input", "params", "source"):
+        models.add_column(column)
+    for name in zoo.list_models():
+        info = zoo.model_info(name)
+        params = f"{info.num_params / 1e6:.2f}M" if info.num_params else "?"
+        cls = info.fn.__annotations__.get("return", "")
+        models.add_row(name, str(cls), "x".join(map(str, info.input_size)), params, info.source)
+    data = Table(title=f"Datamodules ({len(DATAMODULES)})")
+    for column in ("name", "class", "classes", "input"):
+        data.add_column(column)
+    for name, cls in DATAMODULES.items():
+        num_classes = getattr(cls, "num_classes", None)
+        size = "x".join(map(str, (cls.in_channels, *cls.img_size))) if hasattr(cls, "img_size") else "from files"
+        data.add_row(name, cls.__name__, str(num_classes) if isinstance(num_classes, int) else "from files", size)
+    console = Console()
+    console.print(models)
+    console.print(data)
+
+
+def main(args: Sequence[str] | None = None) -> ZooCLI | None:
+    """The ``zoo`` command: ``zoo list`` or LightningCLI subcommands with short model/data names."""
+    args = list(sys.argv[1:] if args is None else args)
+    if args[:1] == ["list"]:
+        print_registry()
+        return None
+    if not args:
+        rank_zero_info("usage: zoo {list,fit,validate,test,predict} [--model NAME] [--data NAME] [options]")
+    parser_kwargs = {subcommand: {"default_config_files": [DEFAULTS_YAML]} for subcommand in SUBCOMMANDS}
+    return ZooCLI(args=expand_short_names(args), parser_kwargs=parser_kwargs)
+
+
+if __name__ == "__main__":
+    main()

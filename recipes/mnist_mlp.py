@@ -1,0 +1,22 @@
+"""784-128-10 MLP on MNIST (the loop-overhead benchmark model), AdamW with cosine decay.
+
+    python -m recipes.mnist_mlp fit --data.data_dir data          # reads or downloads data/MNIST/raw/
+    python -m recipes.mnist_mlp fit --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed
+    python -m recipes.mnist_mlp fit --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
+    python -m recipes.mnist_mlp test --ckpt_path logs/mnist_mlp/version_0/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from recipes.cli import ZooCLI, run_recipe
+
+
+def main(args: Sequence[str] | None = None) -> ZooCLI:
+    """Run the recipe; ``args`` as on the command line (``None`` reads ``sys.argv``)."""
+    return run_recipe(__file__, args)
+
+
+if __name__ == "__main__":
+    main()

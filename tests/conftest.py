@@ -1,0 +1,64 @@
+"""Shared fixtures: real on-disk dataset formats written by the tests, and the optional ../shared/data copy."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """Write ``array`` (uint8) in the IDX format of the MNIST distribution files (big-endian header)."""
+    magic = 0x0800 | array.ndim  # 0x08: unsigned bytes; low byte: number of dimensions
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", dim) for dim in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def make_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int = 0, folder: str = "MNIST/raw") -> dict:
+    """Write a small MNIST-format dataset whose label is readable from the image (a bright row at ``label*2``)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        images[np.arange(n), labels * 2 + 4, 4:24] = 255
+        write_idx(root / folder / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(root / folder / f"{prefix}-labels-idx1-ubyte", labels)
+        arrays[prefix] = (images, labels)
+    return arrays
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A data_dir holding a small MNIST in torchvision's layout (gzipped IDX files in MNIST/raw/)."""
+    make_mnist(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real datasets beside the checkout; skips when they are absent (a user's fresh clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own folder (logs and checkpoints land there) with a fixed seed."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -1,0 +1,163 @@
+"""The image-classification task base: losses, optimizer and schedules, metrics and logging in a real Trainer."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
+
+import zoo
+from datamodules import DigitsDataModule
+from zoo.layers import Mish, Swish, focal_loss, get_act_layer
+from zoo.tasks import classification_metrics
+from zoo.tasks.optim import build_optimizer, lr_factor
+
+
+def _read_csv_metrics(logger: CSVLogger) -> list[dict[str, str]]:
+    with open(f"{logger.log_dir}/metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- losses and layers -------------------------------------------------------------------------------------------
+def test_focal_loss_matches_its_formula_and_reduces_to_cross_entropy():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 5), torch.randint(0, 5, (16,))
+    torch.testing.assert_close(focal_loss(logits, target, gamma=0.0), F.cross_entropy(logits, target))
+    p_t = logits.softmax(-1)[torch.arange(16), target]
+    expected = (-((1 - p_t) ** 2) * p_t.log()).mean()
+    torch.testing.assert_close(focal_loss(logits, target, gamma=2.0), expected)
+    soft = F.one_hot(target, 5).float()
+    torch.testing.assert_close(focal_loss(logits, soft, gamma=2.0), expected)
+    smoothed = focal_loss(logits, target, gamma=0.0, label_smoothing=0.1)
+    torch.testing.assert_close(smoothed, F.cross_entropy(logits, target, label_smoothing=0.1))
+
+
+def test_custom_activations_equal_torch_versions():
+    x = torch.linspace(-6, 6, 101)
+    torch.testing.assert_close(Swish()(x), F.silu(x))
+    torch.testing.assert_close(Mish()(x), F.mish(x))
+    with pytest.raises(ValueError, match="Did you mean gelu"):
+        get_act_layer("gelux")
+
+
+def test_classifier_losses_and_soft_targets():
+    model = zoo.MLP(num_classes=4, in_channels=1, img_size=4, hidden_dims=(8,), loss="focal", focal_gamma=0.0)
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    loss, logits, target = model.shared_step((x, y))
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y))
+    loss_soft, _, hard = model.shared_step((x, F.one_hot(y, 4).float()))
+    torch.testing.assert_close(loss_soft, loss)
+    assert torch.equal(hard, y)
+    with pytest.raises(ValueError, match="Unknown loss"):
+        zoo.MLP(loss="hinge")
+
+
+# --- optimizer and schedules -----------------------------------------------------------------------------------
+def test_no_weight_decay_on_biases_and_norm_weights():
+    model = zoo.MLP(hidden_dims=(16,), norm="batchnorm")
+    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.5, momentum=0.9)
+    decay = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    for name, param in model.named_parameters():
+        assert (id(param) in decay) == (param.ndim > 1), name
+    assert optimizer.param_groups[0]["nesterov"]
+
+
+def test_lr_factor_schedules():
+    assert [lr_factor(s, 100, 10, "cosine") for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine", min_lr_ratio=0.1) == pytest.approx(0.1)
+    assert [lr_factor(s, 100, 0, "step") for s in (0, 49, 50, 75, 99)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    assert lr_factor(75, 125, 25, "onecycle") == pytest.approx(0.5)
+    assert lr_factor(50, 100, 0, "none") == 1.0
+
+
+def test_warmup_cosine_schedule_in_a_real_trainer():
+    """The learning rate the Trainer applies each step equals the schedule formula."""
+    data = DigitsDataModule(batch_size=128)
+    model = zoo.MLP(in_channels=1, img_size=8, hidden_dims=(16,), lr=0.1, scheduler="cosine", warmup_epochs=1)
+    logger = CSVLogger(".", name="sched")
+    trainer = L.Trainer(
+        max_epochs=3, logger=logger, log_every_n_steps=1, callbacks=[LearningRateMonitor("step")],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    lrs = [float(row["lr-AdamW/pg1"]) for row in _read_csv_metrics(logger) if row.get("lr-AdamW/pg1")]
+    steps_per_epoch = math.ceil(len(data.datasets["train"]) / 128)
+    total = 3 * steps_per_epoch
+    expected = [0.1 * lr_factor(step, total, steps_per_epoch, "cosine") for step in range(total)]
+    assert lrs == pytest.approx(expected, rel=1e-6)
+
+
+def test_invalid_training_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match="plateau"):
+        zoo.MLP(scheduler="plateau", warmup_epochs=1)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        zoo.MLP(lr=0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        zoo.MLP(label_smoothing=1.5)
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+def test_metric_collection_keeps_top5_and_f1_apart():
+    """A perfectly classified first batch must not fuse top-5 accuracy and F1 into one compute group."""
+    metrics = classification_metrics(10)
+    target = torch.arange(10)
+    metrics.update(F.one_hot(target, 10).float(), target)
+    wrong = 2 * torch.roll(F.one_hot(target, 10).float(), 1, dims=1) + F.one_hot(target, 10)  # right class 2nd
+    metrics.update(wrong, target)
+    values = metrics.compute()
+    assert values["acc"] == pytest.approx(0.5) and values["f1"] < 0.7 and values["acc_top5"] == pytest.approx(1.0)
+
+
+def test_logged_metrics_equal_an_independent_computation():
+    torch.manual_seed(0)
+    data = DigitsDataModule(batch_size=64)
+    model = zoo.create_model("cnn_digits", lr=3e-3)
+    logger = CSVLogger(".", name="metrics")
+    trainer = L.Trainer(
+        max_epochs=2, logger=logger, log_every_n_steps=5, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    rows = _read_csv_metrics(logger)
+    epoch_rows = [row for row in rows if row.get("val/acc")]
+    assert len(epoch_rows) == 2
+    assert {"train/loss", "train/acc", "train/f1", "train/acc_top5", "val/loss", "val/f1"} <= set(rows[0])
+    assert sum(1 for row in rows if row.get("train/loss_step")) == trainer.global_step // 5
+
+    model.eval()
+    with torch.no_grad():
+        batches = list(data.val_dataloader())
+        logits = torch.cat([model(x) for x, _ in batches])
+        target = torch.cat([y for _, y in batches])
+    accuracy = (logits.argmax(-1) == target).float().mean().item()
+    assert float(epoch_rows[-1]["val/acc"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(epoch_rows[-1]["val/loss"]) == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-4)
+    assert accuracy > 0.85  # two epochs on digits are plenty for a conv net
+
+
+def test_predict_returns_probabilities():
+    model = zoo.create_model("cnn_digits").eval()
+    probs = model.predict_step(torch.randn(4, 1, 8, 8), 0)
+    assert probs.shape == (4, 10)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+
+
+def test_model_works_in_a_plain_pytorch_loop():
+    """No Trainer attached: the module is an ordinary nn.Module."""
+    model = zoo.create_model("mlp_small", num_classes=2, img_size=4, hidden_dims=(8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 0, 1])
+    before = F.cross_entropy(model(x), y).item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert F.cross_entropy(model(x), y).item() < before
