@@ -58,7 +58,7 @@ def test_overfits_one_small_batch(name):
     torch.manual_seed(0)
     model, input_size = _small_model(name, num_classes=4)
     x, y = torch.randn(8, *input_size), torch.arange(8) % 4
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     for _ in range(150):
         optimizer.zero_grad()

@@ -8,17 +8,27 @@
 
 from zoo._registry import ModelInfo, UnknownModelError, create_model, is_model, list_models, model_info, register_model
 from zoo.cnn import CNN, SimpleCNN
+from zoo.densenet import DenseNet
+from zoo.efficientnet import EfficientNet
 from zoo.mlp import MLP
+from zoo.resnet import ResNet
 from zoo.tasks import ImageClassifier, TaskModule
+from zoo.vit import VisionTransformer
+from zoo.volumetric import CNN3D
 
 __all__ = [
     "CNN",
+    "CNN3D",
     "MLP",
+    "DenseNet",
+    "EfficientNet",
     "ImageClassifier",
     "ModelInfo",
+    "ResNet",
     "SimpleCNN",
     "TaskModule",
     "UnknownModelError",
+    "VisionTransformer",
     "create_model",
     "is_model",
     "list_models",

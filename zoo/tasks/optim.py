@@ -20,8 +20,10 @@ SchedulerName = Literal["none", "cosine", "onecycle", "step", "plateau"]
 def build_optimizer(
     model: nn.Module, name: OptimizerName, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
-    """Build an optimizer; biases and normalization weights (1-d parameters) get no weight decay."""
-    params = param_groups_weight_decay(model, weight_decay)
+    """Build an optimizer; biases, normalization weights (1-d parameters) and the names a model lists in
+    ``no_weight_decay()`` (e.g. a ViT's position embedding and class token) get no weight decay."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    params = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr)
     if name == "adam":

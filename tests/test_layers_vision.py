@@ -1,0 +1,155 @@
+"""Shared vision layers: stochastic depth, squeeze-and-excitation, conv stacks, dilated stacks and upsampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from zoo.layers import (
+    Conv1dStack,
+    ConvStack,
+    DilatedConvStack,
+    DropPath,
+    SqueezeExcite,
+    UpsampleBlock,
+    drop_path,
+    get_norm_layer_nd,
+)
+
+# --- DropPath --------------------------------------------------------------------------------------------------
+
+
+def test_drop_path_is_identity_in_eval_and_at_zero() -> None:
+    x = torch.randn(8, 3, 4, 4)
+    assert DropPath(0.7).eval()(x) is x
+    assert DropPath(0.0).train()(x) is x
+
+
+def test_drop_path_drops_whole_samples_and_rescales_the_rest() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(4096, 3, 2)
+    out = DropPath(0.25).train()(x)
+    per_sample = out.flatten(1)
+    # Each sample is either dropped entirely or kept and scaled by 1 / keep_prob.
+    assert torch.all((per_sample == 0).all(1) | (per_sample == 1 / 0.75).all(1))
+    kept = (per_sample[:, 0] > 0).float().mean().item()
+    assert kept == pytest.approx(0.75, abs=0.03)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.05)  # the expectation is unchanged
+
+
+def test_drop_path_without_scaling_and_invalid_rate() -> None:
+    torch.manual_seed(0)
+    out = drop_path(torch.ones(256, 5), 0.5, training=True, scale_by_keep=False)
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="drop_prob"):
+        DropPath(1.5)
+
+
+# --- SqueezeExcite ---------------------------------------------------------------------------------------------
+
+
+def test_squeeze_excite_matches_torchvision() -> None:
+    torch.manual_seed(0)
+    ours = SqueezeExcite(32, 8, act="silu")
+    reference = torchvision.ops.SqueezeExcitation(32, 8, activation=nn.SiLU)
+    reference.load_state_dict(ours.state_dict())  # same names: fc1, fc2
+    x = torch.randn(2, 32, 5, 7)
+    out = ours(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, reference(x), atol=1e-6, rtol=0)
+
+
+# --- ConvStack / Conv1dStack -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dims", "spatial", "expected"),
+    [(1, (50,), (13,)), (2, (15, 16), (4, 4)), (3, (8, 9, 10), (2, 3, 3))],
+)
+def test_conv_stack_shapes_for_each_dimensionality(
+    dims: int, spatial: tuple[int, ...], expected: tuple[int, ...]
+) -> None:
+    stack = ConvStack(2, (4, 6, 8), dims=dims, strides=(1, 2, 2))
+    out = stack(torch.randn(3, 2, *spatial))
+    assert out.shape == (3, 8, *expected)  # each stride-2 layer rounds up: ceil(S / 4)
+    assert stack.out_channels == 8
+    conv_type = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    assert sum(isinstance(m, conv_type) for m in stack) == 3
+    assert all(m.bias is None for m in stack if isinstance(m, conv_type))  # a norm follows each conv
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm", "groupnorm", "none"])
+def test_conv1d_stack_on_sequences(norm: str) -> None:
+    stack = Conv1dStack(3, (16, 32), kernel_size=5, strides=2, dilations=(1, 2), norm=norm)
+    out = stack(torch.randn(4, 3, 101))
+    assert out.shape == (4, 32, 26)
+    out.sum().backward()
+
+
+def test_norm_layers_per_dimensionality() -> None:
+    assert isinstance(get_norm_layer_nd("batchnorm", 1)(4), nn.BatchNorm1d)
+    assert isinstance(get_norm_layer_nd("batchnorm", 3)(4), nn.BatchNorm3d)
+    # Layer norm over the channels of a sequence must not normalize over time: a GroupNorm with one group.
+    layer = get_norm_layer_nd("layernorm", 1)(4)
+    assert isinstance(layer, nn.GroupNorm) and layer.num_groups == 1
+
+
+def test_conv_stack_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        ConvStack(1, (4,), kernel_size=4)
+    with pytest.raises(ValueError, match="strides"):
+        ConvStack(1, (4, 8), strides=(1, 2, 2))
+    with pytest.raises(ValueError, match="dims"):
+        ConvStack(1, (4,), dims=4)  # type: ignore[arg-type]
+
+
+# --- DilatedConvStack ------------------------------------------------------------------------------------------
+
+
+def test_dilated_stack_keeps_size_and_adds_the_input() -> None:
+    torch.manual_seed(0)
+    stack = DilatedConvStack(8, dilations=(1, 2, 4)).eval()
+    x = torch.randn(2, 8, 19, 23)
+    out = stack(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x + stack.layers(x))
+
+
+def test_dilated_stack_receptive_field() -> None:
+    # Positive weights and no nonlinearity: the gradient of one output pixel is nonzero exactly on its receptive field.
+    stack = DilatedConvStack(1, dilations=(1, 2, 4, 8), norm="none", act="identity", residual=False)
+    for module in stack.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.constant_(module.weight, 1.0)
+            nn.init.zeros_(module.bias)
+    x = torch.zeros(1, 1, 64, 64, requires_grad=True)
+    stack(x)[0, 0, 32, 32].backward()
+    rows, cols = x.grad[0, 0].nonzero(as_tuple=True)
+    assert stack.receptive_field == 31
+    assert (rows.max() - rows.min() + 1).item() == (cols.max() - cols.min() + 1).item() == 31
+
+
+# --- UpsampleBlock ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_upsample_block_scales_the_map(scale: int) -> None:
+    block = UpsampleBlock(16, 8, scale_factor=scale)
+    out = block(torch.randn(2, 16, 5, 7))
+    assert out.shape == (2, 8, 5 * scale, 7 * scale)
+    assert isinstance(block.up[0], nn.ConvTranspose2d)
+
+
+def test_upsample_block_fuses_a_skip_connection() -> None:
+    block = UpsampleBlock(32, 16, skip_channels=8, norm="groupnorm")
+    out = block(torch.randn(2, 32, 4, 6), torch.randn(2, 8, 8, 12))
+    assert out.shape == (2, 16, 8, 12)
+    out.mean().backward()
+    with pytest.raises(ValueError, match="skip"):
+        block(torch.randn(2, 32, 4, 6))
+    with pytest.raises(ValueError, match="skip"):
+        block(torch.randn(2, 32, 4, 6), torch.randn(2, 8, 7, 12))
+    with pytest.raises(ValueError, match="skip_channels=0"):
+        UpsampleBlock(32, 16)(torch.randn(2, 32, 4, 6), torch.randn(2, 8, 8, 12))

@@ -1,0 +1,195 @@
+"""Convolution stacks of any dimensionality, dilated context stacks and transposed-conv upsampling.
+
+- :class:`ConvStack`: ``[conv -> norm -> act] x n`` for 1-d, 2-d or 3-d inputs (used by :class:`zoo.volumetric.CNN3D`).
+- :class:`Conv1dStack`: the 1-d case for sequences ``(B, C, T)`` (time-series models).
+- :class:`DilatedConvStack`: 3x3 convs with growing dilation that keep the spatial size, the context module of
+  Yu & Koltun (2016), optionally residual (denoising nets).
+- :class:`UpsampleBlock`: transposed-conv upsampling with an optional U-Net style skip connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from zoo.layers.activations import get_act_layer
+from zoo.layers.conv import ConvNormAct
+from zoo.layers.norm import get_norm_layer
+
+_CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def get_norm_layer_nd(norm: str | None, dims: int) -> Callable[[int], nn.Module]:
+    """:func:`~zoo.layers.get_norm_layer` for ``(B, C, *spatial)`` inputs with ``dims`` spatial dimensions."""
+    # Only BatchNorm has one class per dimensionality; get_norm_layer's "2d" layer/group norms are GroupNorms, which
+    # normalize (B, C, *) inputs of any rank (its "1d" LayerNorm would normalize over the last axis instead of C).
+    is_batchnorm = (norm or "none").lower() == "batchnorm"
+    return get_norm_layer(norm, f"{dims}d" if is_batchnorm else "2d")
+
+
+def _per_layer(value: int | Sequence[int], num_layers: int, name: str) -> tuple[int, ...]:
+    values = (value,) * num_layers if isinstance(value, int) else tuple(value)
+    if len(values) != num_layers:
+        raise ValueError(f"{name} has {len(values)} entries for {num_layers} layers")
+    return values
+
+
+class ConvStack(nn.Sequential):
+    """``[conv -> norm -> act] x len(channels)`` with 'same' padding (odd kernels); the conv has no bias before a norm.
+
+    Each layer divides the spatial size by its stride (rounding up), so ``(B, C, *S)`` becomes
+    ``(B, channels[-1], *ceil(S / prod(strides)))``.
+
+    Args:
+        in_channels: channels of the input.
+        channels: output channels of each layer.
+        dims: number of spatial dimensions (1: sequences, 2: images, 3: volumes).
+        kernel_size: kernel size of every layer (odd).
+        strides: stride of every layer, or one per layer.
+        dilations: dilation of every layer, or one per layer.
+        norm: ``"batchnorm"``, ``"groupnorm"``, ``"layernorm"`` (over channels) or ``"none"``.
+        act: activation name.
+
+    >>> import torch
+    >>> ConvStack(1, (8, 16), dims=3, strides=(1, 2))(torch.zeros(2, 1, 8, 16, 16)).shape
+    torch.Size([2, 16, 4, 8, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        dims: Literal[1, 2, 3] = 2,
+        kernel_size: int = 3,
+        strides: int | Sequence[int] = 1,
+        dilations: int | Sequence[int] = 1,
+        norm: str | None = "batchnorm",
+        act: str = "relu",
+    ) -> None:
+        if dims not in _CONVS:
+            raise ValueError(f"dims must be 1, 2 or 3, got {dims}")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        strides = _per_layer(strides, len(channels), "strides")
+        dilations = _per_layer(dilations, len(channels), "dilations")
+        conv, norm_layer, act_layer = _CONVS[dims], get_norm_layer_nd(norm, dims), get_act_layer(act)
+        has_norm = (norm or "none").lower() != "none"
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for out, stride, dilation in zip(channels, strides, dilations, strict=True):
+            padding = dilation * (kernel_size // 2)
+            layers += [
+                conv(prev, out, kernel_size, stride, padding=padding, dilation=dilation, bias=not has_norm),
+                norm_layer(out),
+                act_layer(),
+            ]
+            prev = out
+        super().__init__(*layers)
+        self.out_channels = prev
+
+
+class Conv1dStack(ConvStack):
+    """:class:`ConvStack` over sequences: ``(B, C, T) -> (B, channels[-1], ceil(T / prod(strides)))``.
+
+    >>> import torch
+    >>> Conv1dStack(3, (16, 32), strides=2)(torch.zeros(4, 3, 100)).shape
+    torch.Size([4, 32, 25])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        strides: int | Sequence[int] = 1,
+        dilations: int | Sequence[int] = 1,
+        norm: str | None = "batchnorm",
+        act: str = "relu",
+    ) -> None:
+        super().__init__(in_channels, channels, 1, kernel_size, strides, dilations, norm, act)
+
+
+class DilatedConvStack(nn.Module):
+    """2-d convs of constant width with growing dilation; ``(B, C, H, W) -> (B, C, H, W)``.
+
+    With the default dilations ``(1, 2, 4, 8)`` and 3x3 kernels the receptive field grows to 31x31 at full
+    resolution (Yu & Koltun, 2016). With ``residual=True`` the input is added to the output.
+
+    Args:
+        channels: input and output channels.
+        dilations: dilation of each layer.
+        kernel_size: kernel size of every layer (odd).
+        norm: norm name, see :class:`ConvStack`.
+        act: activation name.
+        residual: add the input to the output.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        dilations: Sequence[int] = (1, 2, 4, 8),
+        kernel_size: int = 3,
+        norm: str | None = "batchnorm",
+        act: str = "relu",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.layers = ConvStack(channels, (channels,) * len(dilations), 2, kernel_size, 1, dilations, norm, act)
+        self.residual = residual
+        self.receptive_field = 1 + (kernel_size - 1) * sum(dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        return x + out if self.residual else out
+
+
+class UpsampleBlock(nn.Module):
+    """Transposed conv (kernel = stride = ``scale_factor``) -> norm -> act, then an optional skip fusion.
+
+    ``(B, C_in, H, W) -> (B, C_out, H * s, W * s)``. A kernel equal to the stride makes the output patches tile
+    without overlap, which avoids the checkerboard artefacts of overlapping transposed convs (the U-Net "up-conv").
+    With ``skip_channels > 0``, ``forward(x, skip)`` concatenates ``skip`` (same size as the upsampled map) and fuses
+    it with a 3x3 conv-norm-act.
+
+    >>> import torch
+    >>> block = UpsampleBlock(32, 16, skip_channels=8)
+    >>> block(torch.zeros(2, 32, 4, 4), torch.zeros(2, 8, 8, 8)).shape
+    torch.Size([2, 16, 8, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        scale_factor: int = 2,
+        skip_channels: int = 0,
+        norm: str | None = "batchnorm",
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        has_norm = (norm or "none").lower() != "none"
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(in_channels, out_channels, scale_factor, scale_factor, bias=not has_norm),
+            get_norm_layer_nd(norm, 2)(out_channels),
+            get_act_layer(act)(),
+        )
+        self.skip_channels = skip_channels
+        self.fuse = (
+            ConvNormAct(out_channels + skip_channels, out_channels, 3, norm=norm, act=act) if skip_channels else None
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.up(x)  # (B, C_out, H * s, W * s)
+        if self.fuse is None:
+            if skip is not None:
+                raise ValueError("UpsampleBlock was built with skip_channels=0 but got a skip tensor")
+            return x
+        if skip is None or skip.shape[2:] != x.shape[2:]:
+            got = None if skip is None else tuple(skip.shape)
+            raise ValueError(
+                f"UpsampleBlock expects a skip of shape (B, {self.skip_channels}, *{tuple(x.shape[2:])}), got {got}"
+            )
+        return self.fuse(torch.cat([x, skip], dim=1))  # (B, C_out + C_skip, H * s, W * s) -> (B, C_out, H * s, W * s)
