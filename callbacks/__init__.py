@@ -1,0 +1,75 @@
+"""Callbacks that Lightning does not ship, and the default set the recipes use.
+
+Weight averaging is Lightning's own ``WeightAveraging``/``EMAWeightAveraging``; ``StochasticWeightAveraging`` here is
+Lightning's with its BatchNorm-update epoch fixed (see ``callbacks/averaging.py`` and
+``tests/test_callbacks_averaging.py`` for what each guarantees).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
+
+from callbacks._utils import log_image
+from callbacks.activation_stats import ActivationStatsMonitor
+from callbacks.averaging import StochasticWeightAveraging
+from callbacks.confusion_matrix import ConfusionMatrixLogger
+from callbacks.feature_maps import FeatureMapLogger
+from callbacks.gradient_stats import GradientStatsMonitor
+from callbacks.lr_schedule import LRScheduleLogger
+from callbacks.nonfinite_guard import NonFiniteGuard
+from callbacks.prediction_grid import PredictionGridLogger
+from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
+
+__all__ = [
+    "ActivationStatsMonitor",
+    "ConfusionMatrixLogger",
+    "FeatureMapLogger",
+    "Finding",
+    "GradientStatsMonitor",
+    "LRScheduleLogger",
+    "NonFiniteGuard",
+    "PredictionGridLogger",
+    "StochasticWeightAveraging",
+    "TrainingDiagnosis",
+    "default_callbacks",
+    "diagnose",
+    "log_image",
+]
+
+
+def default_callbacks(
+    monitor: str = "val/acc", mode: Literal["min", "max"] = "max", patience: int = 10
+) -> list[Callback]:
+    """The callbacks every recipe starts from.
+
+    Best and last checkpoints (``epoch=003-val_acc=0.9120.ckpt`` and ``last.ckpt``), early stopping on ``monitor``,
+    per-step learning rates, a Rich progress bar and gradient statistics every 50 steps.
+
+    Example:
+        >>> [type(cb).__name__ for cb in default_callbacks("val/loss", mode="min")]  # doctest: +NORMALIZE_WHITESPACE
+        ['ModelCheckpoint', 'EarlyStopping', 'LearningRateMonitor', 'RichProgressBar', 'GradientStatsMonitor']
+    """
+    if not monitor:
+        raise ValueError("`monitor` must name a logged metric, e.g. 'val/acc'")
+    if mode not in ("min", "max"):
+        raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}")
+    if patience < 0:
+        raise ValueError(f"`patience` must be >= 0, got {patience}")
+    # A "/" in a checkpoint name would make a folder: the metric is spelled with "_" in the name only.
+    filename = "epoch={epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}"
+    return [
+        ModelCheckpoint(monitor=monitor, mode=mode, save_last=True, filename=filename, auto_insert_metric_name=False),
+        EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+        LearningRateMonitor(logging_interval="step"),
+        # refresh_rate is redraws per second (default 100); 2 is smooth enough and keeps the drawing thread idle.
+        RichProgressBar(refresh_rate=2),
+        GradientStatsMonitor(every_n_steps=50),
+    ]
