@@ -12,12 +12,15 @@ Python pickles: only read copies from a source you trust.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import tarfile
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision import datasets
-from torchvision.io import ImageReadMode, decode_image
 
 from datamodules.base import ImageDataModule
 
@@ -26,22 +29,40 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class _CIFAR10Batches(datasets.CIFAR10):
-    # The md5 check of the official files would reject re-exported batches; a corrupt file still fails to unpickle.
+    # The md5 checks of the official files would reject re-exported batches; a corrupt file still fails to unpickle
+    # and is then named by `_first_unreadable_batch`. The class names are CIFAR-10's own.
     def _check_integrity(self) -> bool:
         folder = os.path.join(self.root, self.base_folder)
         return all(os.path.isfile(os.path.join(folder, name)) for name, _ in self.train_list + self.test_list)
 
+    def _load_meta(self) -> None:
+        self.classes = list(CIFAR10_CLASSES)
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+
+
+def _first_unreadable_batch(folder: str) -> str:
+    for name, _ in _CIFAR10Batches.train_list + _CIFAR10Batches.test_list:
+        try:
+            with open(os.path.join(folder, name), "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")
+            entry["data"], entry.get("labels", entry.get("fine_labels"))
+        except Exception:  # any failure to unpickle or index means this file is the bad one
+            return os.path.join(folder, name)
+    return folder
+
 
 def decode_images(encoded: list[tuple[str, bytes]], channels: int = 3) -> torch.Tensor:
     """Decode ``(name, bytes)`` pairs into one uint8 tensor ``(N, C, H, W)``; a bad file is named in the error."""
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    images = []
+    mode = "RGB" if channels == 3 else "L"
+    arrays = []
     for name, data in encoded:
         try:
-            images.append(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode))
-        except RuntimeError as error:
+            with Image.open(io.BytesIO(data)) as image:
+                arrays.append(np.asarray(image.convert(mode)))
+        except (OSError, ValueError) as error:
             raise ValueError(f"Cannot decode image {name}: {error}") from error
-    return torch.stack(images)
+    stacked = torch.from_numpy(np.stack(arrays))  # (N, H, W) or (N, H, W, C)
+    return stacked.unsqueeze(1) if channels == 1 else stacked.permute(0, 3, 1, 2).contiguous()
 
 
 def read_image_tree(root: str, classes: tuple[str, ...]) -> list[tuple[str, bytes, int]]:
@@ -49,6 +70,8 @@ def read_image_tree(root: str, classes: tuple[str, ...]) -> list[tuple[str, byte
     items = []
     for index, name in enumerate(classes):
         folder = os.path.join(root, name)
+        if not os.path.isdir(folder):  # a subset may lack some classes; indices stay CIFAR-10's
+            continue
         for file in sorted(os.listdir(folder)):
             if file.lower().endswith(_IMAGE_SUFFIXES):
                 path = os.path.join(folder, file)
@@ -124,6 +147,8 @@ class CIFAR10DataModule(ImageDataModule):
                 dataset = _CIFAR10Batches(self.data_dir, train=train, download=False)
             except RuntimeError as error:
                 raise FileNotFoundError(self._missing_message()) from error
+            except Exception as error:  # unpickling raises many types
+                raise ValueError(f"Cannot read CIFAR-10 batch {_first_unreadable_batch(path)}: {error!r}") from error
             # (N, H, W, C) numpy -> (N, C, H, W) tensor
             return torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(dataset.targets)
         items = (

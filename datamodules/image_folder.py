@@ -14,9 +14,9 @@ import os
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from datamodules.base import ImageDataModule, split_indices
@@ -27,16 +27,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder reading tensors with ``decode_image``; a bad file is named in the error."""
+    """torchvision's ImageFolder returning uint8 tensors ``(C, H, W)``; a bad file is named in the error."""
 
     def __init__(self, root: str, channels: int, transform: Any = None) -> None:
-        self.read_mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+        self.mode = "RGB" if channels == 3 else "L"
         super().__init__(root, transform=transform, loader=self._load)
 
     def _load(self, path: str) -> torch.Tensor:
         try:
-            return decode_image(read_file(path), mode=self.read_mode)
-        except RuntimeError as error:
+            with Image.open(path) as image:
+                return v2.functional.pil_to_tensor(image.convert(self.mode))
+        except (OSError, ValueError) as error:
             raise ValueError(f"Cannot decode image {path}: {error}") from error
 
 

@@ -1,8 +1,8 @@
 """LightningCLI for the zoo: the recipes' entry point and the ``zoo`` console command.
 
-``ZooCLI`` links the datamodule's sizes into the model, can test right after fitting, and rebuilds the model from
-a checkpoint's saved hyperparameters for ``test``/``predict`` (LightningCLI alone would load the weights into a
-model built from the current config and fail on shape mismatches).
+``ZooCLI`` links the datamodule's sizes into the model and can test right after fitting. With ``--ckpt_path``,
+LightningCLI (2.6+) rebuilds the model from the hyperparameters saved in the checkpoint, so ``test``/``predict``
+work whatever the current config says about the model.
 
 ``zoo`` adds short names on top: ``zoo fit --model cnn_bn --data MNIST`` (a registered preset and a datamodule
 name), ``zoo fit --model CNN`` (any model class), and ``zoo list``.
@@ -15,13 +15,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from importlib import import_module
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
 from datamodules import DATAMODULES, get_datamodule_class
@@ -41,11 +39,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     return value
-
-
-def _import_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(import_module(module), name)
 
 
 class ZooCLI(LightningCLI):
@@ -80,32 +73,6 @@ class ZooCLI(LightningCLI):
         best = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
         # weights_only=False: this is the checkpoint that this very run just wrote.
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=False)
-
-    def before_test(self) -> None:
-        self._rebuild_model_from_checkpoint()
-
-    def before_predict(self) -> None:
-        self._rebuild_model_from_checkpoint()
-
-    def before_validate(self) -> None:
-        self._rebuild_model_from_checkpoint()
-
-    def _rebuild_model_from_checkpoint(self) -> None:
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry") or not os.path.isfile(ckpt_path):
-            return
-        hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
-        saved = {key: value for key, value in hparams.items() if not key.startswith("_")}
-        cls = _import_class(hparams["_class_path"]) if "_class_path" in hparams else type(self.model)
-        current = dict(self.model.hparams)
-        differing = sorted(key for key in saved if _plain(saved[key]) != _plain(current.get(key)))
-        if cls is type(self.model) and not differing:
-            return
-        rank_zero_warn(
-            f"Rebuilding {cls.__name__} from the hyperparameters saved in {ckpt_path}; the config differs in "
-            f"{differing or 'the model class'}."
-        )
-        self.model = cls(**saved)
 
 
 def run_recipe(recipe_file: str, args: Sequence[str] | None = None, **cli_kwargs: Any) -> ZooCLI:
@@ -193,7 +160,7 @@ def print_registry() -> None:
         num_classes = getattr(cls, "num_classes", None)
         size = "x".join(map(str, (cls.in_channels, *cls.img_size))) if hasattr(cls, "img_size") else "from files"
         data.add_row(name, cls.__name__, str(num_classes) if isinstance(num_classes, int) else "from files", size)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # full names when piped
     console.print(models)
     console.print(data)
 

@@ -1,9 +1,9 @@
 """LeNet-style conv-pool net on MNIST, AdamW with cosine decay (98% test accuracy after one epoch).
 
-    python -m recipes.mnist_cnn fit --data.data_dir data          # reads or downloads data/MNIST/raw/
-    python -m recipes.mnist_cnn fit --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed
-    python -m recipes.mnist_cnn fit --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
-    python -m recipes.mnist_cnn test --ckpt_path logs/mnist_cnn/version_0/checkpoints/last.ckpt
+python -m recipes.mnist_cnn fit --data.data_dir data          # reads or downloads data/MNIST/raw/
+python -m recipes.mnist_cnn fit --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed
+python -m recipes.mnist_cnn fit --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
+python -m recipes.mnist_cnn test --ckpt_path logs/mnist_cnn/version_0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations

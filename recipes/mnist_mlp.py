@@ -1,9 +1,9 @@
 """784-128-10 MLP on MNIST (the loop-overhead benchmark model), AdamW with cosine decay.
 
-    python -m recipes.mnist_mlp fit --data.data_dir data          # reads or downloads data/MNIST/raw/
-    python -m recipes.mnist_mlp fit --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed
-    python -m recipes.mnist_mlp fit --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
-    python -m recipes.mnist_mlp test --ckpt_path logs/mnist_mlp/version_0/checkpoints/last.ckpt
+python -m recipes.mnist_mlp fit --data.data_dir data          # reads or downloads data/MNIST/raw/
+python -m recipes.mnist_mlp fit --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed
+python -m recipes.mnist_mlp fit --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
+python -m recipes.mnist_mlp test --ckpt_path logs/mnist_mlp/version_0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_custom_activations_equal_torch_versions():
 def test_classifier_losses_and_soft_targets():
     model = zoo.MLP(num_classes=4, in_channels=1, img_size=4, hidden_dims=(8,), loss="focal", focal_gamma=0.0)
     x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
-    loss, logits, target = model.shared_step((x, y))
+    loss, logits, _ = model.shared_step((x, y))
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
     loss_soft, _, hard = model.shared_step((x, F.one_hot(y, 4).float()))
     torch.testing.assert_close(loss_soft, loss)

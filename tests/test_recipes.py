@@ -1,0 +1,183 @@
+"""Recipes and the `zoo` command through their real entry points (LightningCLI), on CPU with fast_dev_run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import zoo
+from recipes import cifar10_cnn, digits_cnn, mnist_cnn, mnist_mlp
+from recipes.cli import expand_short_names
+from recipes.cli import main as zoo_main
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def _fit(recipe, *args: str):
+    return recipe.main(["fit", "--trainer.fast_dev_run=2", *QUIET, *args])
+
+
+def _write_cifar_tree(root: Path, per_split: int = 12) -> None:
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for index in range(per_split):
+            label = ("cat", "dog", "ship")[index % 3]
+            pixels = torch.randint(0, 256, (32, 32, 3), generator=rng, dtype=torch.uint8).numpy()
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / split / label / f"{index}.png")
+
+
+def test_digits_recipe_runs_with_no_argument(tmp_path):
+    """`python -m recipes.digits_cnn fit` needs nothing else; a short real run leaves logs and checkpoints."""
+    cli = digits_cnn.main(["fit", "--trainer.max_epochs=2", *QUIET])
+    assert isinstance(cli.model, zoo.CNN) and cli.model.num_classes == 10 and cli.model.img_size == (8, 8)
+    log_dir = Path(cli.trainer.logger.log_dir)
+    assert log_dir.parent.name == "digits_cnn"
+    assert (log_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list(log_dir.glob("events.out.tfevents.*"))
+    assert cli.trainer.callback_metrics["test/acc"] > 0.5  # test_after_fit ran on the best checkpoint
+
+
+@pytest.mark.parametrize("recipe", [mnist_mlp, mnist_cnn])
+def test_mnist_recipes_fast_dev_run(recipe, mnist_dir):
+    cli = _fit(recipe, f"--data.data_dir={mnist_dir}")
+    assert cli.trainer.state.finished and cli.datamodule.num_classes == 10
+
+
+def test_cifar10_recipe_fast_dev_run(tmp_path):
+    _write_cifar_tree(tmp_path / "cifar")
+    cli = _fit(cifar10_cnn, f"--data.data_dir={tmp_path / 'cifar'}", "--data.num_workers=0")
+    assert cli.model.hparams.optimizer == "sgd" and cli.model.hparams.label_smoothing == 0.1
+
+
+def test_overrides_reach_model_data_and_trainer():
+    cli = _fit(
+        digits_cnn, "--model.init_args.lr=0.05", "--model.init_args.dropout=0.2", "--data.init_args.batch_size=16"
+    )
+    assert cli.model.hparams.lr == 0.05 and cli.model.hparams.dropout == 0.2
+    assert cli.datamodule.batch_size == 16 and cli.trainer.fast_dev_run == 2
+
+
+def test_cli_optimizer_and_scheduler_replace_the_defaults():
+    cli = _fit(
+        digits_cnn, "--optimizer=SGD", "--optimizer.lr=0.2", "--lr_scheduler=StepLR", "--lr_scheduler.step_size=1"
+    )
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.2
+    assert isinstance(cli.trainer.lr_scheduler_configs[0].scheduler, torch.optim.lr_scheduler.StepLR)
+
+
+def test_print_config_round_trip(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        digits_cnn.main(["fit", "--model.init_args.lr=0.02", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert config["model"]["init_args"]["lr"] == 0.02 and config["data"]["class_path"].endswith("DigitsDataModule")
+    path = tmp_path / "config.yaml"
+    path.write_text(printed)
+    with pytest.raises(SystemExit):
+        digits_cnn.main(["fit", f"--config={path}", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == config
+
+
+def test_invalid_config_value_exits_non_zero_with_a_message(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        digits_cnn.main(["fit", "--model.init_args.scheduler=cosinus"])
+    assert exit_info.value.code != 0
+    assert "cosinus" in capsys.readouterr().err
+
+
+def test_test_and_predict_from_a_checkpoint_rebuild_the_saved_model(tmp_path):
+    fit = digits_cnn.main(["fit", "--trainer.max_epochs=1", "--test_after_fit=false", *QUIET])
+    ckpt = Path(fit.trainer.logger.log_dir) / "checkpoints" / "last.ckpt"
+    # Other model arguments than the checkpoint's: the model is rebuilt from the saved hyperparameters.
+    test = digits_cnn.main(["test", f"--ckpt_path={ckpt}", "--model.init_args.channels=[8, 16]", *QUIET])
+    assert test.model.hparams.channels == [32, 64]
+    assert test.trainer.callback_metrics["test/acc"] > 0.5
+    predict = digits_cnn.main(["predict", f"--ckpt_path={ckpt}", *QUIET])
+    probabilities = torch.cat(predict.trainer.predict_loop.predictions)
+    assert probabilities.shape == (len(predict.datamodule.datasets["test"]), 10)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(len(probabilities)))
+
+
+def test_bf16_mixed_precision_on_cpu():
+    cli = _fit(digits_cnn, "--trainer.precision=bf16-mixed")
+    assert cli.trainer.precision == "bf16-mixed" and cli.trainer.state.finished
+
+
+def test_progress_bar_flag_wins_over_the_default_callback():
+    cli = _fit(digits_cnn)
+    assert cli.trainer.progress_bar_callback is None
+    names = [type(callback).__name__ for callback in cli.trainer.callbacks]
+    assert {"ModelCheckpoint", "EarlyStopping", "LearningRateMonitor"} <= set(names)
+
+
+# --- the `zoo` command ---------------------------------------------------------------------------------------------
+def test_zoo_list_prints_every_model(capsys):
+    zoo_main(["list"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in zoo.list_models()) and "MNIST" in out and "ImageFolder" in out
+
+
+def test_zoo_fit_with_preset_and_datamodule_names():
+    cli = zoo_main(["fit", "--model", "cnn_digits", "--data", "Digits", "--trainer.fast_dev_run=1", *QUIET])
+    assert isinstance(cli.model, zoo.CNN) and cli.model.hparams.channels == [32, 64]
+    cli = zoo_main(
+        [
+            "fit",
+            "--model=MLP",
+            "--data=Digits",
+            "--model.init_args.hidden_dims=[16]",
+            "--trainer.fast_dev_run=1",
+            *QUIET,
+        ]
+    )
+    assert isinstance(cli.model, zoo.MLP) and cli.model.img_size == (8, 8)
+
+
+def test_zoo_unknown_names_suggest_close_matches():
+    with pytest.raises(SystemExit, match="Did you mean cnn_digits"):
+        expand_short_names(["fit", "--model", "cnn_digit"])
+    with pytest.raises(SystemExit, match="Did you mean MNIST"):
+        expand_short_names(["fit", "--data=MNSIT"])
+
+
+def test_recipe_runs_as_a_module_and_ddp_with_two_cpu_processes(tmp_path):
+    """`python -m recipes.digits_cnn fit` in a real process, with DDP over 2 CPU processes (gloo)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable, "-m", "recipes.digits_cnn", "fit", "--trainer.strategy=ddp", "--trainer.devices=2",
+        "--trainer.accelerator=cpu", "--trainer.max_epochs=1", *QUIET,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/acc" in result.stdout and (tmp_path / "logs" / "digits_cnn" / "version_0" / "checkpoints").is_dir()
+
+
+def test_recipe_callbacks_match_default_callbacks():
+    """defaults.yaml and callbacks.default_callbacks() describe the same set; neither drifts alone."""
+    from callbacks import default_callbacks
+
+    cli = digits_cnn.main(["fit", "--trainer.fast_dev_run=1", "--trainer.enable_model_summary=false"])
+    from_recipe = {type(cb).__name__ for cb in cli.trainer.callbacks}
+    assert {type(cb).__name__ for cb in default_callbacks()} <= from_recipe
+
+
+@pytest.mark.parametrize(
+    "averaging", ["callbacks.StochasticWeightAveraging --trainer.callbacks.swa_lrs=0.01", "EMAWeightAveraging"]
+)
+def test_weight_averaging_is_appended_to_the_default_callbacks(averaging):
+    class_path, *init = averaging.split(" ")
+    cli = _fit(digits_cnn, f"--trainer.callbacks+={class_path}", *init)
+    names = {type(cb).__name__ for cb in cli.trainer.callbacks}
+    assert {"ModelCheckpoint", "EarlyStopping", "GradientStatsMonitor", class_path.rsplit(".")[-1]} <= names
