@@ -7,6 +7,7 @@
 """
 
 from zoo._registry import ModelInfo, UnknownModelError, create_model, is_model, list_models, model_info, register_model
+from zoo.backbone import Backbone
 from zoo.cnn import CNN, SimpleCNN
 from zoo.densenet import DenseNet
 from zoo.efficientnet import EfficientNet
@@ -20,6 +21,7 @@ __all__ = [
     "CNN",
     "CNN3D",
     "MLP",
+    "Backbone",
     "DenseNet",
     "EfficientNet",
     "ImageClassifier",
