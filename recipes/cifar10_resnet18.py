@@ -1,0 +1,23 @@
+"""ResNet-18 with the 3x3 CIFAR stem on CIFAR-10: crop+flip, SGD+Nesterov, one-cycle, label smoothing.
+
+    python -m recipes.cifar10_resnet18 fit --data.data_dir data  # batches, folders or tarballs
+    python -m recipes.cifar10_resnet18 fit --data.data_dir ../shared/data --trainer.accelerator gpu \
+        --trainer.devices 1 --trainer.precision bf16-mixed
+    python -m recipes.cifar10_resnet18 fit --trainer.strategy ddp --trainer.devices 2
+    python -m recipes.cifar10_resnet18 test --ckpt_path logs/cifar10_resnet18/version_0/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from recipes.cli import ZooCLI, run_recipe
+
+
+def main(args: Sequence[str] | None = None) -> ZooCLI:
+    """Run the recipe; ``args`` as on the command line (``None`` reads ``sys.argv``)."""
+    return run_recipe(__file__, args)
+
+
+if __name__ == "__main__":
+    main()
