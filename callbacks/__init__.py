@@ -14,7 +14,6 @@ from lightning.pytorch.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
-    RichProgressBar,
 )
 
 from callbacks._utils import log_image
@@ -26,6 +25,7 @@ from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
 from callbacks.nonfinite_guard import NonFiniteGuard
 from callbacks.prediction_grid import PredictionGridLogger
+from callbacks.progress import RichProgressBar
 from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "LRScheduleLogger",
     "NonFiniteGuard",
     "PredictionGridLogger",
+    "RichProgressBar",
     "StochasticWeightAveraging",
     "TrainingDiagnosis",
     "default_callbacks",
@@ -70,6 +71,6 @@ def default_callbacks(
         EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         LearningRateMonitor(logging_interval="step"),
         # refresh_rate is redraws per second (default 100); 2 is smooth enough and keeps the drawing thread idle.
-        RichProgressBar(refresh_rate=2),
+        RichProgressBar(refresh_rate=10),
         GradientStatsMonitor(every_n_steps=50),
     ]
