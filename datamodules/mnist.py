@@ -2,12 +2,13 @@
 
 Files are looked up in ``<data_dir>/<Name>/raw/`` (torchvision's layout). Gzipped files found there, or directly
 in ``data_dir`` (e.g. a flat folder holding the four ``*-ubyte.gz`` files), are unpacked into that folder first, so
-a copy of the distribution files works offline.
+a copy of the distribution files works offline; a read-only ``data_dir`` is unpacked into ``~/.cache/lightning-zoo``.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 
@@ -36,9 +37,21 @@ class MNISTDataModule(ImageDataModule):
     hflip = False
 
     @property
+    def root(self) -> str:
+        """torchvision's root: ``data_dir``, or a cache folder when ``data_dir`` is read-only (a shared copy)."""
+        # The mode bits too: root may write anywhere, but a folder without write bits is meant to stay untouched.
+        if not os.path.isdir(self.data_dir) or (
+            os.access(self.data_dir, os.W_OK) and os.stat(self.data_dir).st_mode & 0o222
+        ):
+            return self.data_dir
+        digest = hashlib.sha1(os.path.abspath(self.data_dir).encode()).hexdigest()[:12]
+        cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+        return os.path.join(cache, "lightning-zoo", digest)
+
+    @property
     def raw_folder(self) -> str:
         """Where torchvision reads the unpacked IDX files."""
-        return os.path.join(self.data_dir, self.dataset_cls.__name__, "raw")
+        return os.path.join(self.root, self.dataset_cls.__name__, "raw")
 
     def _unpack_local_archives(self) -> None:
         for name in _MNIST_FILES:
@@ -73,15 +86,15 @@ class MNISTDataModule(ImageDataModule):
         if not self.hparams.download:
             raise FileNotFoundError(self._missing_message())
         try:
-            self.dataset_cls(self.data_dir, train=True, download=True)
-            self.dataset_cls(self.data_dir, train=False, download=True)
+            self.dataset_cls(self.root, train=True, download=True)
+            self.dataset_cls(self.root, train=False, download=True)
         except Exception as error:  # network errors come in many types (URLError, HTTPError, timeouts)
             raise FileNotFoundError(f"Download failed ({error}). {self._missing_message()}") from error
 
     def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self._unpack_local_archives()
         try:
-            dataset = self.dataset_cls(self.data_dir, train=train, download=False)
+            dataset = self.dataset_cls(self.root, train=train, download=False)
         except RuntimeError as error:
             raise FileNotFoundError(self._missing_message()) from error
         return dataset.data.unsqueeze(1), dataset.targets  # (N, 28, 28) -> (N, 1, 28, 28)

@@ -1,0 +1,162 @@
+"""Training-loop overhead: steps/s of the zoo path (recipe Trainer settings) against a hand-written PyTorch loop.
+
+Both train the same 784-128-10 MLP (``mlp_small``, AdamW, cosine schedule per step) on the same DataLoader and batch
+size, alternately in one process, so the ratio is measured side by side. The zoo path runs ``recipes.mnist_mlp``
+through its CLI entry point with every default: TensorBoard logging, checkpointing, early stopping, LR monitor,
+progress bar, gradient statistics, train metrics (accuracy, top-5, F1). Only training steps are timed: a step's time
+runs from the end of the previous step to the end of this one (data loading included); validation is excluded on
+both sides.
+
+    python benchmarks/loop_overhead.py                       # CPU; MNIST from ../shared/data when present
+    python benchmarks/loop_overhead.py --device cuda --epochs 3
+
+Prints a table and writes ``benchmarks/results/loop_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import zoo  # noqa: E402
+from datamodules import MNISTDataModule  # noqa: E402
+from recipes import mnist_mlp  # noqa: E402
+from zoo.tasks.optim import build_optimizer, build_scheduler  # noqa: E402
+
+
+class StepTimer(L.Callback):
+    """Wall time of every training step, from the previous step's end (so data loading counts)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.times.append(now - self._last)
+        self._last = now
+
+
+def synthetic_mnist(root: Path, n_train: int = 60_000, n_test: int = 10_000) -> Path:
+    """MNIST-format files of random digits (for machines without ../shared/data); the timing does not care."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import make_mnist
+
+    if not (root / "MNIST" / "raw").is_dir():
+        make_mnist(root, n_train=n_train, n_test=n_test)
+    return root
+
+
+def zoo_steps(data_dir: Path, epochs: int, device: str, extra: list[str] = ()) -> list[float]:
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    cli = mnist_mlp.main(
+        [
+            "fit",
+            f"--data.data_dir={data_dir}",
+            f"--trainer.max_epochs={epochs}",
+            f"--trainer.accelerator={accelerator}",
+            "--trainer.devices=1",
+            "--test_after_fit=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.default_root_dir={REPO / 'benchmarks' / 'results'}",
+            "--trainer.logger.init_args.save_dir=benchmarks/results/logs",
+            f"--trainer.callbacks+={StepTimer.__module__}.StepTimer",  # appended to the recipe's callbacks
+            *extra,
+        ]
+    )
+    timer = next(callback for callback in cli.trainer.callbacks if type(callback).__name__ == "StepTimer")
+    assert isinstance(cli.model, zoo.MLP) and cli.model.hparams.hidden_dims == [128]
+    return timer.times
+
+
+def raw_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
+    """The hand-written loop: forward, loss, backward, step, schedule step; the same loader and optimizer."""
+    dm = MNISTDataModule(data_dir=str(data_dir), download=False)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    model = zoo.create_model("mlp_small").to(device)
+    optimizer = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.01, momentum=0.9)
+    total = epochs * len(loader)
+    scheduler = build_scheduler(optimizer, "cosine", total, len(loader), warmup_epochs=0)["scheduler"]
+    times = []
+    for _ in range(epochs):
+        last = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+    return times
+
+
+def steps_per_second(times: list[float], skip: int = 20) -> float:
+    """Median-based rate, skipping the first steps (allocator and thread-pool warm-up)."""
+    return 1.0 / statistics.median(times[skip:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating raw/zoo rounds")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("recipe_args", nargs="*", help="extra recipe overrides, e.g. --trainer.max_epochs=3")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "loop_overhead.json"))
+    args = parser.parse_args()
+
+    shared = REPO.parent / "shared" / "data" / "mnist"
+    data_dir = shared if shared.is_dir() else synthetic_mnist(REPO / "benchmarks" / "results" / "mnist")
+    os.chdir(REPO)
+    rates: dict[str, list[float]] = {"raw": [], "zoo": []}
+    for _ in range(args.rounds):
+        rates["raw"].append(steps_per_second(raw_steps(data_dir, args.epochs, args.device)))
+        rates["zoo"].append(steps_per_second(zoo_steps(data_dir, args.epochs, args.device, args.recipe_args)))
+    ratios = [z / r for z, r in zip(rates["zoo"], rates["raw"], strict=True)]
+    result = {
+        "device": args.device,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "data": str(data_dir),
+        "batch_size": 128,
+        "recipe_overrides": args.recipe_args,
+        "epochs_per_round": args.epochs,
+        "raw_steps_per_s": rates["raw"],
+        "zoo_steps_per_s": rates["zoo"],
+        "ratio_per_round": ratios,
+        "ratio_median": float(np.median(ratios)),
+    }
+    print(f"\n{'path':<8}{'steps/s (per round)':>32}")
+    for path in ("raw", "zoo"):
+        print(f"{path:<8}{', '.join(f'{rate:8.1f}' for rate in rates[path]):>32}")
+    print(f"{'ratio':<8}{', '.join(f'{ratio:8.3f}' for ratio in ratios):>32}   median {result['ratio_median']:.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
