@@ -3,9 +3,10 @@
 Both train the same 784-128-10 MLP (``mlp_small``, AdamW, cosine schedule per step) on the same DataLoader and batch
 size, alternately in one process, so the ratio is measured side by side. The zoo path runs ``recipes.mnist_mlp``
 through its CLI entry point with every default: TensorBoard logging, checkpointing, early stopping, LR monitor,
-progress bar, gradient statistics, train metrics (accuracy, top-5, F1). Only training steps are timed: a step's time
-runs from the end of the previous step to the end of this one (data loading included); validation is excluded on
-both sides.
+progress bar, gradient statistics, train metrics (accuracy, top-5, F1). A third row runs the same module under a
+bare ``L.Trainer`` (no logger, callbacks or progress bar): the floor that Lightning's own loop sets. Only training
+steps are timed: a step runs from the end of the previous step to the end of this one (data loading included);
+validation is excluded on every path.
 
     python benchmarks/loop_overhead.py                       # CPU; MNIST from ../shared/data when present
     python benchmarks/loop_overhead.py --device cuda --epochs 3
@@ -86,6 +87,25 @@ def zoo_steps(data_dir: Path, epochs: int, device: str, extra: list[str] = ()) -
     return timer.times
 
 
+def lightning_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
+    """Plain Lightning floor: the same module and loader under a bare Trainer (no logger, callbacks or bar)."""
+    timer = StepTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    trainer.fit(zoo.create_model("mlp_small"), MNISTDataModule(data_dir=str(data_dir), download=False))
+    return timer.times
+
+
 def raw_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
     """The hand-written loop: forward, loss, backward, step, schedule step; the same loader and optimizer."""
     dm = MNISTDataModule(data_dir=str(data_dir), download=False)
@@ -130,11 +150,13 @@ def main() -> None:
     shared = REPO.parent / "shared" / "data" / "mnist"
     data_dir = shared if shared.is_dir() else synthetic_mnist(REPO / "benchmarks" / "results" / "mnist")
     os.chdir(REPO)
-    rates: dict[str, list[float]] = {"raw": [], "zoo": []}
+    rates: dict[str, list[float]] = {"raw": [], "lightning": [], "zoo": []}
     for _ in range(args.rounds):
         rates["raw"].append(steps_per_second(raw_steps(data_dir, args.epochs, args.device)))
+        rates["lightning"].append(steps_per_second(lightning_steps(data_dir, args.epochs, args.device)))
         rates["zoo"].append(steps_per_second(zoo_steps(data_dir, args.epochs, args.device, args.recipe_args)))
     ratios = [z / r for z, r in zip(rates["zoo"], rates["raw"], strict=True)]
+    floor = [lt / r for lt, r in zip(rates["lightning"], rates["raw"], strict=True)]
     result = {
         "device": args.device,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -146,13 +168,18 @@ def main() -> None:
         "epochs_per_round": args.epochs,
         "raw_steps_per_s": rates["raw"],
         "zoo_steps_per_s": rates["zoo"],
+        "lightning_steps_per_s": rates["lightning"],
         "ratio_per_round": ratios,
         "ratio_median": float(np.median(ratios)),
+        "lightning_ratio_per_round": floor,
+        "lightning_ratio_median": float(np.median(floor)),
     }
-    print(f"\n{'path':<8}{'steps/s (per round)':>32}")
-    for path in ("raw", "zoo"):
-        print(f"{path:<8}{', '.join(f'{rate:8.1f}' for rate in rates[path]):>32}")
-    print(f"{'ratio':<8}{', '.join(f'{ratio:8.3f}' for ratio in ratios):>32}   median {result['ratio_median']:.3f}")
+    width = 10 * args.rounds + 4
+    print(f"\n{'path':<16}{'steps/s per round':>{width}}{'median ratio to raw':>22}")
+    for path, ratio in (("raw loop", 1.0), ("lightning bare", result["lightning_ratio_median"]),
+                        ("zoo recipe", result["ratio_median"])):  # fmt: skip
+        key = {"raw loop": "raw", "lightning bare": "lightning", "zoo recipe": "zoo"}[path]
+        print(f"{path:<16}{''.join(f'{rate:10.1f}' for rate in rates[key]):>{width}}{ratio:>22.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -71,8 +72,12 @@ class ZooCLI(LightningCLI):
             return
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
-        # weights_only=False: this is the checkpoint that this very run just wrote.
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=False)
+        if best:
+            # The weights themselves rather than `ckpt_path`: with EMA/weight averaging the checkpoint's state_dict
+            # holds the averaged model, which `ckpt_path` would replace by the raw one kept for resuming.
+            state = torch.load(best, map_location=self.model.device, weights_only=True)["state_dict"]
+            self.model.load_state_dict(state)
+        self.trainer.test(self.model, datamodule=self.datamodule)
 
 
 def run_recipe(recipe_file: str, args: Sequence[str] | None = None, **cli_kwargs: Any) -> ZooCLI:

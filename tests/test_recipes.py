@@ -181,3 +181,16 @@ def test_weight_averaging_is_appended_to_the_default_callbacks(averaging):
     cli = _fit(digits_cnn, f"--trainer.callbacks+={class_path}", *init)
     names = {type(cb).__name__ for cb in cli.trainer.callbacks}
     assert {"ModelCheckpoint", "EarlyStopping", "GradientStatsMonitor", class_path.rsplit(".")[-1]} <= names
+
+
+def test_test_after_fit_reports_the_averaged_weights_of_the_best_checkpoint():
+    """With EMA the checkpoint holds the averaged model; the test after fit must evaluate exactly those weights."""
+    cli = digits_cnn.main(["fit", "--trainer.max_epochs=2", "--trainer.callbacks+=EMAWeightAveraging", *QUIET])
+    best = cli.trainer.checkpoint_callback.best_model_path
+    checkpoint = torch.load(best, weights_only=True)
+    assert "current_model_state" in checkpoint  # written by EMAWeightAveraging: raw weights kept for resuming
+    model = zoo.CNN.load_from_checkpoint(best, weights_only=True).eval()
+    data = cli.datamodule
+    with torch.no_grad():
+        correct = sum((model(x).argmax(-1) == y).sum().item() for x, y in data.test_dataloader())
+    assert float(cli.trainer.callback_metrics["test/acc"]) == pytest.approx(correct / len(data.datasets["test"]))

@@ -57,6 +57,8 @@ class ImageClassifier(TaskModule):
 
     #: Whether the network needs exactly ``img_size`` (e.g. an MLP) or accepts any spatial size (global pooling).
     fixed_input_size: bool = True
+    #: Training batches whose outputs are gathered before one update of the train metrics.
+    metric_update_interval: int = 32
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class ImageClassifier(TaskModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.train_loss = MeanMetric()
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # --- the network contract (timm's model API) -------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,15 +147,26 @@ class ImageClassifier(TaskModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits, target = self.shared_step(batch)
-        self.train_metrics.update(logits, target)
-        self.train_loss.update(loss.detach())
+        # Metric updates cost a fixed Python overhead each, far more than a small model's step: collect the
+        # outputs and update once per `metric_update_interval` batches. The epoch's values are the same (sums).
+        self._pending.append((loss.detach(), logits, target))
+        if len(self._pending) >= self.metric_update_interval:
+            self._update_train_metrics()
         # self.log costs about as much as a small model's step: call it only on steps the logger writes
         # (the same check Lightning's LearningRateMonitor and ThroughputMonitor use).
         if self.trainer._logger_connector.should_update_logs or self.trainer.fast_dev_run:
             self.log("train/loss_step", loss.detach())
         return loss
 
+    def _update_train_metrics(self) -> None:
+        if self._pending:
+            losses, logits, targets = zip(*self._pending, strict=True)
+            self._pending.clear()
+            self.train_metrics.update(torch.cat(logits), torch.cat(targets))
+            self.train_loss.update(torch.stack(losses))  # the mean of per-batch losses, as Lightning's on_epoch
+
     def on_train_epoch_end(self) -> None:
+        self._update_train_metrics()
         self.log("train/loss", self.train_loss)
         self.log_dict(self.train_metrics)
 
