@@ -161,3 +161,22 @@ def test_model_works_in_a_plain_pytorch_loop():
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
     assert F.cross_entropy(model(x), y).item() < before
+
+
+def test_train_metrics_gathered_in_chunks_equal_the_whole_epoch():
+    """With frozen weights, the epoch's train/acc and train/loss are the model's on the whole train split."""
+    data = DigitsDataModule(batch_size=64, val_fraction=0.11)  # 1,280 train images: 20 full batches
+    model = zoo.MLP(in_channels=1, img_size=8, hidden_dims=(32,), optimizer="sgd", lr=1e-30, momentum=0.0)
+    model.metric_update_interval = 3  # 6 full chunks and a partial one flushed at the epoch's end
+    logger = CSVLogger(".", name="chunks")
+    trainer = L.Trainer(
+        max_epochs=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, data)
+    row = next(row for row in _read_csv_metrics(logger) if row.get("train/acc"))
+    images, targets = data.datasets["train"].__getitems__(range(len(data.datasets["train"])))
+    assert len(targets) == 1280
+    with torch.no_grad():
+        logits = model(images)
+    assert float(row["train/acc"]) == pytest.approx((logits.argmax(-1) == targets).float().mean().item(), abs=1e-6)
+    assert float(row["train/loss"]) == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-5)
