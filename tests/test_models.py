@@ -85,3 +85,12 @@ def test_checkpoint_round_trip_with_weights_only(name, tmp_path):
     x = torch.randn(2, *zoo.model_info(name).input_size)
     model.eval(), restored.eval()
     torch.testing.assert_close(restored(x), model(x))
+
+
+@pytest.mark.parametrize("cls", [zoo.MLP, zoo.SimpleCNN, zoo.CNN])
+@pytest.mark.parametrize("input_size", [(1, 28, 28), (3, 32, 32)])
+def test_basic_families_size_themselves_from_the_input(cls, input_size):
+    channels, height, _ = input_size
+    model = cls(num_classes=7, in_channels=channels, img_size=height).eval()
+    assert model(torch.randn(2, *input_size)).shape == (2, 7)
+    assert model.example_input_array.shape == (2, *input_size)

@@ -194,3 +194,11 @@ def test_test_after_fit_reports_the_averaged_weights_of_the_best_checkpoint():
     with torch.no_grad():
         correct = sum((model(x).argmax(-1) == y).sum().item() for x, y in data.test_dataloader())
     assert float(cli.trainer.callback_metrics["test/acc"]) == pytest.approx(correct / len(data.datasets["test"]))
+
+
+def test_zoo_console_script_is_installed():
+    script = Path(sys.executable).with_name("zoo")
+    result = subprocess.run([str(script), "list"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "mlp_small" in result.stdout
+    result = subprocess.run([str(script), "fit", "--model", "nope"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "unknown model 'nope'" in result.stderr
