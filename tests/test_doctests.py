@@ -12,11 +12,12 @@ import callbacks
 import datamodules
 import zoo
 
-MODULES = sorted(
+SUBMODULES = sorted(
     info.name
     for package in (zoo, datamodules, callbacks)
     for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}.")
-) + ["zoo", "callbacks"]
+)
+MODULES = [*SUBMODULES, "zoo", "callbacks"]
 
 
 @pytest.mark.parametrize("name", MODULES)

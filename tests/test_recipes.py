@@ -202,3 +202,17 @@ def test_zoo_console_script_is_installed():
     assert result.returncode == 0 and "mlp_small" in result.stdout
     result = subprocess.run([str(script), "fit", "--model", "nope"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "unknown model 'nope'" in result.stderr
+
+
+def test_loggers_are_chosen_from_the_command_line(tmp_path, monkeypatch):
+    short = ["fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+             "--trainer.limit_test_batches=1", "--trainer.log_every_n_steps=1", *QUIET]  # fmt: skip
+    cli = digits_cnn.main([*short, "--trainer.logger=CSVLogger"])
+    assert type(cli.trainer.logger).__name__ == "CSVLogger"
+    assert "test/acc" in (Path(cli.trainer.logger.log_dir) / "metrics.csv").read_text()
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder instead of a tracking server
+    tracking = f"--trainer.logger.tracking_uri=file:{tmp_path / 'mlruns'}"
+    cli = digits_cnn.main([*short, "--trainer.logger=MLFlowLogger", tracking])
+    run = cli.trainer.logger.experiment.get_run(cli.trainer.logger.run_id)
+    assert {"train/loss_step", "val/acc", "test/acc"} <= set(run.data.metrics)
