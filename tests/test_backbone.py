@@ -186,3 +186,25 @@ def test_invalid_arguments_raise_at_construction():
         _model(strategy="partial", unfreeze_last=9)
     with pytest.raises(ValueError, match="3 channels"):
         Backbone(in_channels=1, backbone="tv:resnet18")
+
+
+def test_gradual_run_resumes_after_the_unfreeze_epoch(tmp_path):
+    """Interrupted after epoch 1 (backbone unfrozen at epoch 1), the run resumes with the backbone training."""
+
+    class Interrupt(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                trainer.save_checkpoint(tmp_path / "interrupted.ckpt")
+                trainer.should_stop = True
+
+    _trainer(max_steps=-1, max_epochs=3, callbacks=[Interrupt()]).fit(
+        _model(strategy="gradual", unfreeze_at_epoch=1), _loader()
+    )
+    resumed = _model(strategy="gradual", unfreeze_at_epoch=1)
+    trainer = _trainer(max_steps=-1, max_epochs=3)
+    trainer.fit(resumed, _loader(), ckpt_path=tmp_path / "interrupted.ckpt")
+    assert trainer.current_epoch == 3 and len(trainer.optimizers[0].param_groups) == 3
+    assert all(p.requires_grad for p in resumed.backbone.parameters())
+    assert trainer.optimizers[0].param_groups[2]["lr"] > 0
+    saved = torch.load(tmp_path / "interrupted.ckpt", weights_only=True)["state_dict"]["backbone.conv1.weight"]
+    assert not torch.equal(saved, resumed.backbone.conv1.weight.detach())  # the backbone trained after resuming

@@ -67,15 +67,31 @@ class _GradualUnfreeze(BackboneFinetuning):
 
     def finetune_function(self, pl_module: Any, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         super().finetune_function(pl_module, epoch, optimizer)
-        if epoch < self.unfreeze_backbone_at_epoch:
-            return
-        for config in pl_module.trainer.lr_scheduler_configs:
+        if epoch >= self.unfreeze_backbone_at_epoch:
+            self._match_schedulers(pl_module.trainer, optimizer, set_base_lr=True)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # On resume past the unfreeze epoch the parent re-adds the backbone's param group but leaves its parameters
+        # frozen (as `setup` froze them), and the restored LambdaLR needs a factor for that group.
+        super().on_fit_start(trainer, pl_module)
+        backbone = {id(p) for p in pl_module.backbone.parameters()}
+        restored = any(id(p) in backbone for opt in trainer.optimizers for g in opt.param_groups for p in g["params"])
+        if restored:
+            self.make_trainable(pl_module.backbone)
+        for optimizer in trainer.optimizers:
+            self._match_schedulers(trainer, optimizer, set_base_lr=False)
+
+    @staticmethod
+    def _match_schedulers(trainer: Any, optimizer: torch.optim.Optimizer, set_base_lr: bool) -> None:
+        for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, LambdaLR) and scheduler.optimizer is optimizer:
                 while len(scheduler.lr_lambdas) < len(optimizer.param_groups):
                     scheduler.lr_lambdas.append(_constant)
-                    scheduler.base_lrs.append(0.0)
-                scheduler.base_lrs[-1] = optimizer.param_groups[-1]["lr"]
+                while len(scheduler.base_lrs) < len(optimizer.param_groups):
+                    scheduler.base_lrs.append(optimizer.param_groups[len(scheduler.base_lrs)]["lr"])
+                if set_base_lr:
+                    scheduler.base_lrs[-1] = optimizer.param_groups[-1]["lr"]
 
 
 def _missing_weights(name: str, filename: str, cache_dir: str) -> RuntimeError:
