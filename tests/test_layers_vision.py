@@ -15,7 +15,7 @@ from zoo.layers import (
     SqueezeExcite,
     UpsampleBlock,
     drop_path,
-    get_norm_layer_nd,
+    get_norm_layer,
 )
 
 # --- DropPath --------------------------------------------------------------------------------------------------
@@ -76,8 +76,8 @@ def test_conv_stack_shapes_for_each_dimensionality(
     assert out.shape == (3, 8, *expected)  # each stride-2 layer rounds up: ceil(S / 4)
     assert stack.out_channels == 8
     conv_type = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
-    assert sum(isinstance(m, conv_type) for m in stack) == 3
-    assert all(m.bias is None for m in stack if isinstance(m, conv_type))  # a norm follows each conv
+    assert sum(isinstance(m, conv_type) for m in stack.modules()) == 3
+    assert all(m.bias is None for m in stack.modules() if isinstance(m, conv_type))  # a norm follows each conv
 
 
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm", "groupnorm", "none"])
@@ -89,11 +89,12 @@ def test_conv1d_stack_on_sequences(norm: str) -> None:
 
 
 def test_norm_layers_per_dimensionality() -> None:
-    assert isinstance(get_norm_layer_nd("batchnorm", 1)(4), nn.BatchNorm1d)
-    assert isinstance(get_norm_layer_nd("batchnorm", 3)(4), nn.BatchNorm3d)
+    assert isinstance(get_norm_layer("batchnorm", 1)(4), nn.BatchNorm1d)
+    assert isinstance(get_norm_layer("batchnorm", 3)(4), nn.BatchNorm3d)
     # Layer norm over the channels of a sequence must not normalize over time: a GroupNorm with one group.
-    layer = get_norm_layer_nd("layernorm", 1)(4)
+    layer = get_norm_layer("layernorm", 1)(4)
     assert isinstance(layer, nn.GroupNorm) and layer.num_groups == 1
+    assert isinstance(get_norm_layer("layernorm")(4), nn.LayerNorm)  # features (B, C)
 
 
 def test_conv_stack_validates_arguments() -> None:

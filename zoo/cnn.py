@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from zoo._registry import register_model
-from zoo.layers import ConvNormAct, InitScheme, get_act_layer, init_weights
+from zoo.layers import InitScheme, conv_stages, get_act_layer, init_weights
 from zoo.tasks import ImageClassifier
 
 
@@ -101,25 +101,15 @@ class CNN(ImageClassifier):
         **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
-        if blocks_per_stage < 1 or not channels:
-            raise ValueError("CNN needs at least one stage and one block per stage")
-        blocks: list[nn.Module] = []
-        prev = in_channels
-        for stage, out in enumerate(channels):
-            for block in range(blocks_per_stage):
-                stride = 2 if stage > 0 and block == 0 else 1
-                blocks.append(ConvNormAct(prev, out, 3, stride, norm=norm, act=act))
-                prev = out
-        self.features = nn.Sequential(*blocks)
+        self.features = conv_stages(in_channels, channels, blocks_per_stage, dims=2, norm=norm, act=act)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
-        self.num_features = prev
-        self.head = nn.Linear(prev, num_classes)
+        self.num_features = channels[-1]
+        self.head = nn.Linear(self.num_features, num_classes)
         init_weights(self, init, nonlinearity=act)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(
-            self.features(x)
-        )  # (B, C, H, W) -> (B, channels[-1], H/2^(s-1), W/2^(s-1)) -> (B, channels[-1])
+        x = self.features(x)  # (B, C, H, W) -> (B, channels[-1], H / 2^(stages-1), W / 2^(stages-1))
+        return self.pool(x)  # (B, channels[-1])
 
 
 def _create_simple_cnn(**kwargs: Any) -> SimpleCNN:

@@ -113,7 +113,7 @@ class DenseNet(ImageClassifier):
             )
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"Unknown stem {stem!r}; choose 'imagenet' or 'cifar'.")
-        norm_layer, act_layer = get_norm_layer(norm, "2d"), get_act_layer(act)
+        norm_layer, act_layer = get_norm_layer(norm, dims=2), get_act_layer(act)
 
         if stem == "imagenet":
             self.stem = nn.Sequential(

@@ -45,7 +45,7 @@ class MLP(ImageClassifier):
         **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
-        act_layer, norm_layer = get_act_layer(act), get_norm_layer(norm, "1d")
+        act_layer, norm_layer = get_act_layer(act), get_norm_layer(norm)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * self.img_size[0] * self.img_size[1]
         for hidden in hidden_dims:

@@ -204,7 +204,7 @@ class ResNet(ImageClassifier):
         if len(layers) != len(widths) or min(layers, default=0) < 1:
             raise ValueError(f"layers {layers} and widths {widths} need equal lengths and at least one block each")
         block_cls, preact = BLOCKS[block], block.startswith("preact")
-        norm_layer, act_layer = get_norm_layer(norm, "2d"), get_act_layer(act)
+        norm_layer, act_layer = get_norm_layer(norm, dims=2), get_act_layer(act)
 
         kernel, stride = (7, 2) if stem == "imagenet" else (3, 1)
         stem_layers = OrderedDict(conv=nn.Conv2d(in_channels, stem_width, kernel, stride, kernel // 2, bias=False))

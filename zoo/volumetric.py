@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from zoo._registry import register_model
-from zoo.layers import ConvStack, InitScheme, init_weights
+from zoo.layers import InitScheme, conv_stages, init_weights
 from zoo.tasks import ImageClassifier
 
 
@@ -55,20 +55,14 @@ class CNN3D(ImageClassifier):
         **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
-        if blocks_per_stage < 1 or not channels or volume_depth < 1:
-            raise ValueError("CNN3D needs at least one stage, one block per stage and volume_depth >= 1")
+        if volume_depth < 1:
+            raise ValueError(f"volume_depth must be positive, got {volume_depth}")
         self.volume_depth = volume_depth
         self.example_input_array = torch.zeros(2, in_channels, volume_depth, *self.img_size)
-        stages: list[nn.Module] = []
-        prev = in_channels
-        for stage, out in enumerate(channels):
-            strides = [2 if stage > 0 and block == 0 else 1 for block in range(blocks_per_stage)]
-            stages.append(ConvStack(prev, (out,) * blocks_per_stage, dims=3, strides=strides, norm=norm, act=act))
-            prev = out
-        self.features = nn.Sequential(*stages)
+        self.features = conv_stages(in_channels, channels, blocks_per_stage, dims=3, norm=norm, act=act)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout))
-        self.num_features = prev
-        self.head = nn.Linear(prev, num_classes)
+        self.num_features = channels[-1]
+        self.head = nn.Linear(self.num_features, num_classes)
         init_weights(self, init, nonlinearity=act)
 
     def check_input(self, x: torch.Tensor) -> None:

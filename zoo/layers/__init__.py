@@ -2,7 +2,7 @@
 
 from zoo.layers.activations import ACTIVATIONS, Mish, Swish, get_act_layer
 from zoo.layers.conv import ConvNormAct
-from zoo.layers.conv_blocks import Conv1dStack, ConvStack, DilatedConvStack, UpsampleBlock, get_norm_layer_nd
+from zoo.layers.conv_blocks import Conv1dStack, ConvStack, DilatedConvStack, UpsampleBlock, conv_stages
 from zoo.layers.drop import DropPath, drop_path
 from zoo.layers.init import InitScheme, init_weights
 from zoo.layers.losses import focal_loss
@@ -21,10 +21,10 @@ __all__ = [
     "SqueezeExcite",
     "Swish",
     "UpsampleBlock",
+    "conv_stages",
     "drop_path",
     "focal_loss",
     "get_act_layer",
     "get_norm_layer",
-    "get_norm_layer_nd",
     "init_weights",
 ]

@@ -1,6 +1,7 @@
 """Convolution stacks of any dimensionality, dilated context stacks and transposed-conv upsampling.
 
-- :class:`ConvStack`: ``[conv -> norm -> act] x n`` for 1-d, 2-d or 3-d inputs (used by :class:`zoo.volumetric.CNN3D`).
+- :class:`ConvStack`: ``[conv -> norm -> act] x n`` for 1-d, 2-d or 3-d inputs; :func:`conv_stages` stacks them
+  into the stages of :class:`zoo.cnn.CNN` and :class:`zoo.volumetric.CNN3D`.
 - :class:`Conv1dStack`: the 1-d case for sequences ``(B, C, T)`` (time-series models).
 - :class:`DilatedConvStack`: 3x3 convs with growing dilation that keep the spatial size, the context module of
   Yu & Koltun (2016), optionally residual (denoising nets).
@@ -9,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -18,16 +19,6 @@ from torch import nn
 from zoo.layers.activations import get_act_layer
 from zoo.layers.conv import ConvNormAct
 from zoo.layers.norm import get_norm_layer
-
-_CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-
-
-def get_norm_layer_nd(norm: str | None, dims: int) -> Callable[[int], nn.Module]:
-    """:func:`~zoo.layers.get_norm_layer` for ``(B, C, *spatial)`` inputs with ``dims`` spatial dimensions."""
-    # Only BatchNorm has one class per dimensionality; get_norm_layer's "2d" layer/group norms are GroupNorms, which
-    # normalize (B, C, *) inputs of any rank (its "1d" LayerNorm would normalize over the last axis instead of C).
-    is_batchnorm = (norm or "none").lower() == "batchnorm"
-    return get_norm_layer(norm, f"{dims}d" if is_batchnorm else "2d")
 
 
 def _per_layer(value: int | Sequence[int], num_layers: int, name: str) -> tuple[int, ...]:
@@ -69,26 +60,41 @@ class ConvStack(nn.Sequential):
         norm: str | None = "batchnorm",
         act: str = "relu",
     ) -> None:
-        if dims not in _CONVS:
-            raise ValueError(f"dims must be 1, 2 or 3, got {dims}")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
         strides = _per_layer(strides, len(channels), "strides")
         dilations = _per_layer(dilations, len(channels), "dilations")
-        conv, norm_layer, act_layer = _CONVS[dims], get_norm_layer_nd(norm, dims), get_act_layer(act)
-        has_norm = (norm or "none").lower() != "none"
         layers: list[nn.Module] = []
         prev = in_channels
         for out, stride, dilation in zip(channels, strides, dilations, strict=True):
-            padding = dilation * (kernel_size // 2)
-            layers += [
-                conv(prev, out, kernel_size, stride, padding=padding, dilation=dilation, bias=not has_norm),
-                norm_layer(out),
-                act_layer(),
-            ]
+            layers.append(ConvNormAct(prev, out, kernel_size, stride, dilation=dilation, norm=norm, act=act, dims=dims))
             prev = out
         super().__init__(*layers)
         self.out_channels = prev
+
+
+def conv_stages(
+    in_channels: int,
+    channels: Sequence[int],
+    blocks_per_stage: int,
+    dims: Literal[1, 2, 3] = 2,
+    norm: str | None = "batchnorm",
+    act: str = "relu",
+) -> nn.Sequential:
+    """Stages of :class:`ConvStack` blocks; each stage after the first starts with a stride-2 conv.
+
+    ``(B, C, *S)`` becomes ``(B, channels[-1], *ceil(S / 2 ** (len(channels) - 1)))``.
+
+    >>> import torch
+    >>> conv_stages(3, (8, 16), blocks_per_stage=2)(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 16, 16, 16])
+    """
+    if blocks_per_stage < 1 or not channels:
+        raise ValueError(f"need at least one stage and one block per stage, got {channels} x {blocks_per_stage}")
+    stages, prev = [], in_channels
+    for index, out in enumerate(channels):
+        strides = [2 if index > 0 and block == 0 else 1 for block in range(blocks_per_stage)]
+        stages.append(ConvStack(prev, (out,) * blocks_per_stage, dims, strides=strides, norm=norm, act=act))
+        prev = out
+    return nn.Sequential(*stages)
 
 
 class Conv1dStack(ConvStack):
@@ -173,7 +179,7 @@ class UpsampleBlock(nn.Module):
         has_norm = (norm or "none").lower() != "none"
         self.up = nn.Sequential(
             nn.ConvTranspose2d(in_channels, out_channels, scale_factor, scale_factor, bias=not has_norm),
-            get_norm_layer_nd(norm, 2)(out_channels),
+            get_norm_layer(norm, dims=2)(out_channels),
             get_act_layer(act)(),
         )
         self.skip_channels = skip_channels

@@ -30,8 +30,6 @@ def init_weights(module: nn.Module, scheme: InitScheme = "kaiming", nonlinearity
                 raise ValueError(f"Unknown init scheme {scheme!r}; choose from default, kaiming, xavier, orthogonal.")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif (
-            isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and layer.weight is not None
-        ):
+        elif isinstance(layer, _NORMS) and layer.weight is not None:
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)

@@ -9,22 +9,24 @@ from torch import nn
 NormName = str  # "batchnorm" | "layernorm" | "groupnorm" | "none"
 
 
-def get_norm_layer(name: NormName | None, kind: str = "1d") -> Callable[[int], nn.Module]:
+def get_norm_layer(name: NormName | None, dims: int = 0) -> Callable[[int], nn.Module]:
     """Return a constructor ``f(num_features) -> nn.Module`` for a normalization name.
 
     Args:
         name: ``"batchnorm"``, ``"layernorm"``, ``"groupnorm"`` (32 groups or fewer) or ``"none"``/``None``.
-        kind: ``"1d"`` for features ``(B, C)``, ``"2d"`` for feature maps ``(B, C, H, W)``.
+        dims: spatial dimensions of the input ``(B, C, *spatial)``: 0 for features ``(B, C)``, 1 for sequences,
+            2 for images, 3 for volumes.
     """
     key = (name or "none").lower()
     if key == "none":
         return lambda num_features: nn.Identity()
     if key == "batchnorm":
-        return {"1d": nn.BatchNorm1d, "2d": nn.BatchNorm2d, "3d": nn.BatchNorm3d}[kind]
+        return {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
     if key == "layernorm":
-        if kind == "1d":
+        if dims == 0:
             return nn.LayerNorm
-        # LayerNorm over (C, H, W) needs the spatial size; GroupNorm(1, C) normalizes the same axes.
+        # nn.LayerNorm normalizes trailing axes, not the channels of (B, C, *spatial); GroupNorm(1, C) normalizes
+        # channels and positions together, without needing the spatial size.
         return lambda num_features: nn.GroupNorm(1, num_features)
     if key == "groupnorm":
         return lambda num_features: nn.GroupNorm(_num_groups(num_features), num_features)
