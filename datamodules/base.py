@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from datamodules.transforms import AugmentName, build_augmentation, normalize_batch
 
@@ -52,6 +55,15 @@ class InMemoryImageDataset(Dataset):
         if self.transform is not None:
             images = torch.stack([self.transform(image) for image in images])
         return normalize_batch(images, self.mean, self.std), self.targets[index]
+
+
+def decode_image(source: str | bytes, channels: int = 3, name: str | None = None) -> torch.Tensor:
+    """uint8 ``(C, H, W)`` from an image file or its encoded bytes; a file that cannot be decoded is named."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return pil_to_tensor(image.convert("RGB" if channels == 3 else "L"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot decode image {name or source}: {error}") from error
 
 
 def collate_batched(batch: Batch) -> Batch:

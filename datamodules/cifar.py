@@ -12,20 +12,17 @@ Python pickles: only read copies from a source you trust.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import tarfile
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from datamodules.base import ImageDataModule
+from datamodules.base import ImageDataModule, decode_image
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class _CIFAR10Batches(datasets.CIFAR10):
@@ -51,32 +48,14 @@ def _first_unreadable_batch(folder: str) -> str:
     return folder
 
 
-def decode_images(encoded: list[tuple[str, bytes]], channels: int = 3) -> torch.Tensor:
-    """Decode ``(name, bytes)`` pairs into one uint8 tensor ``(N, C, H, W)``; a bad file is named in the error."""
-    mode = "RGB" if channels == 3 else "L"
-    arrays = []
-    for name, data in encoded:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                arrays.append(np.asarray(image.convert(mode)))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot decode image {name}: {error}") from error
-    stacked = torch.from_numpy(np.stack(arrays))  # (N, H, W) or (N, H, W, C)
-    return stacked.unsqueeze(1) if channels == 1 else stacked.permute(0, 3, 1, 2).contiguous()
-
-
 def read_image_tree(root: str, classes: tuple[str, ...]) -> list[tuple[str, bytes, int]]:
-    """``(path, bytes, class index)`` of every image under ``root/<class>/``."""
+    """``(path, bytes, class index)`` of every image under ``root/<class>/``; absent classes are skipped."""
+    class_to_idx = {name: index for index, name in enumerate(classes)}
+    files = datasets.folder.make_dataset(root, class_to_idx, IMG_EXTENSIONS, allow_empty=True)
     items = []
-    for index, name in enumerate(classes):
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder):  # a subset may lack some classes; indices stay CIFAR-10's
-            continue
-        for file in sorted(os.listdir(folder)):
-            if file.lower().endswith(_IMAGE_SUFFIXES):
-                path = os.path.join(folder, file)
-                with open(path, "rb") as handle:
-                    items.append((path, handle.read(), index))
+    for path, index in files:
+        with open(path, "rb") as handle:
+            items.append((path, handle.read(), index))
     return items
 
 
@@ -87,7 +66,7 @@ def read_image_tarball(path: str, classes: tuple[str, ...]) -> list[tuple[str, b
     with tarfile.open(path) as archive:
         for member in archive:
             parts = member.name.split("/")
-            if member.isfile() and len(parts) >= 3 and parts[-1].lower().endswith(_IMAGE_SUFFIXES):
+            if member.isfile() and len(parts) >= 3 and parts[-1].lower().endswith(IMG_EXTENSIONS):
                 if parts[-2] not in index_of:
                     raise ValueError(f"{path}: unknown class folder {parts[-2]!r} in {member.name}")
                 items.append((f"{path}:{member.name}", archive.extractfile(member).read(), index_of[parts[-2]]))
@@ -156,5 +135,5 @@ class CIFAR10DataModule(ImageDataModule):
         )
         if not items:
             raise FileNotFoundError(f"No images found in {path}. {self._missing_message()}")
-        images = decode_images([(name, data) for name, data, _ in items])
+        images = torch.stack([decode_image(data, name=name) for name, data, _ in items])
         return images, torch.tensor([label for _, _, label in items])

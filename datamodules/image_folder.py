@@ -11,34 +11,19 @@ Layouts:
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule, split_indices
+from datamodules.base import ImageDataModule, decode_image, split_indices
 from datamodules.transforms import AugmentName, build_augmentation
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class _ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder returning uint8 tensors ``(C, H, W)``; a bad file is named in the error."""
-
-    def __init__(self, root: str, channels: int, transform: Any = None) -> None:
-        self.mode = "RGB" if channels == 3 else "L"
-        super().__init__(root, transform=transform, loader=self._load)
-
-    def _load(self, path: str) -> torch.Tensor:
-        try:
-            with Image.open(path) as image:
-                return v2.functional.pil_to_tensor(image.convert(self.mode))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot decode image {path}: {error}") from error
 
 
 class _Transformed(Dataset):
@@ -143,8 +128,9 @@ class ImageFolderDataModule(ImageDataModule):
         ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         return v2.Compose(ops)
 
-    def _folder(self, root: str) -> _ImageFolder:
-        folder = _ImageFolder(root, self.in_channels)
+    def _folder(self, root: str) -> datasets.ImageFolder:
+        # Files are read as uint8 tensors (C, H, W); a file that cannot be decoded is named in the error.
+        folder = datasets.ImageFolder(root, loader=partial(decode_image, channels=self.in_channels))
         if folder.classes != self.classes:
             raise ValueError(
                 f"Class folders of {root} {folder.classes} differ from the training classes {self.classes}"

@@ -7,13 +7,13 @@ a copy of the distribution files works offline; a read-only ``data_dir`` is unpa
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import shutil
 
 import torch
 from torchvision import datasets
+from torchvision.datasets.utils import extract_archive
 
 from datamodules.base import ImageDataModule
 
@@ -65,10 +65,10 @@ class MNISTDataModule(ImageDataModule):
             ):
                 if os.path.exists(source):
                     os.makedirs(self.raw_folder, exist_ok=True)
-                    opener = gzip.open if source.endswith(".gz") else open
-                    with opener(source, "rb") as src, open(target + ".part", "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    os.replace(target + ".part", target)
+                    if source.endswith(".gz"):
+                        extract_archive(source, self.raw_folder)
+                    else:
+                        shutil.copyfile(source, target)
                     break
 
     def _missing_message(self) -> str:

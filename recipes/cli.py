@@ -33,15 +33,6 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LINKED_SIZES = ("num_classes", "in_channels", "img_size")
 
 
-def _plain(value: Any) -> Any:
-    """Tuples become lists so hyperparameters from Python and from YAML compare equal."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
 class ZooCLI(LightningCLI):
     """LightningCLI over every :class:`~zoo.tasks.TaskModule` and any LightningDataModule."""
 
@@ -80,12 +71,12 @@ class ZooCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def run_recipe(recipe_file: str, args: Sequence[str] | None = None, **cli_kwargs: Any) -> ZooCLI:
+def run_recipe(recipe_file: str, args: Sequence[str] | None = None) -> ZooCLI:
     """Run ZooCLI with the shared defaults and the YAML beside ``recipe_file`` as default config files."""
     recipe_yaml = os.path.splitext(recipe_file)[0] + ".yaml"
     config_files = {"default_config_files": [DEFAULTS_YAML, recipe_yaml]}
     parser_kwargs = {subcommand: config_files for subcommand in SUBCOMMANDS}
-    return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs, **cli_kwargs)
+    return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs)
 
 
 # --- the `zoo` console command --------------------------------------------------------------------------------
@@ -109,7 +100,7 @@ def _model_argument(name: str) -> str:
         return f"{classes[name].__module__}.{name}"
     if zoo.is_model(name):
         model = zoo.create_model(name)
-        init_args = {key: _plain(value) for key, value in model.hparams.items() if key not in LINKED_SIZES}
+        init_args = {key: value for key, value in model.hparams.items() if key not in LINKED_SIZES}
         return json.dumps({"class_path": f"{type(model).__module__}.{type(model).__name__}", "init_args": init_args})
     close = difflib.get_close_matches(name, [*zoo.list_models(), *classes], n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""

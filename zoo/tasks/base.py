@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 
-from zoo.tasks.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from zoo.tasks.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler, check_schedule
 
 
 class TaskModule(L.LightningModule):
@@ -42,8 +42,7 @@ class TaskModule(L.LightningModule):
             raise ValueError(f"lr must be positive, got {lr}")
         if weight_decay < 0 or warmup_epochs < 0 or not 0 <= min_lr_ratio <= 1:
             raise ValueError("weight_decay and warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]")
-        if scheduler == "plateau" and warmup_epochs:
-            raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
+        check_schedule(scheduler, warmup_epochs)
         # Collects the init arguments of the whole subclass chain, so load_from_checkpoint rebuilds the model.
         self.save_hyperparameters()
 

@@ -52,6 +52,12 @@ def lr_factor(
     return 1.0
 
 
+def check_schedule(schedule: SchedulerName, warmup_epochs: float) -> None:
+    """Raise for a schedule that cannot be built (called at construction, so errors come early)."""
+    if schedule == "plateau" and warmup_epochs:
+        raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     schedule: SchedulerName,
@@ -62,10 +68,9 @@ def build_scheduler(
     monitor: str = "val/loss",
 ) -> dict[str, Any] | None:
     """Build Lightning's scheduler dict for ``configure_optimizers`` (``None`` for a constant rate)."""
+    check_schedule(schedule, warmup_epochs)
     warmup_steps = round(warmup_epochs * steps_per_epoch)
     if schedule == "plateau":
-        if warmup_steps:
-            raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=5)
         return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "strict": False}
     if schedule == "none" and not warmup_steps:
