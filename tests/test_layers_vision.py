@@ -4,62 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from zoo.layers import (
     Conv1dStack,
     ConvStack,
     DilatedConvStack,
-    DropPath,
-    SqueezeExcite,
     UpsampleBlock,
-    drop_path,
     get_norm_layer,
 )
-
-# --- DropPath --------------------------------------------------------------------------------------------------
-
-
-def test_drop_path_is_identity_in_eval_and_at_zero() -> None:
-    x = torch.randn(8, 3, 4, 4)
-    assert DropPath(0.7).eval()(x) is x
-    assert DropPath(0.0).train()(x) is x
-
-
-def test_drop_path_drops_whole_samples_and_rescales_the_rest() -> None:
-    torch.manual_seed(0)
-    x = torch.ones(4096, 3, 2)
-    out = DropPath(0.25).train()(x)
-    per_sample = out.flatten(1)
-    # Each sample is either dropped entirely or kept and scaled by 1 / keep_prob.
-    assert torch.all((per_sample == 0).all(1) | (per_sample == 1 / 0.75).all(1))
-    kept = (per_sample[:, 0] > 0).float().mean().item()
-    assert kept == pytest.approx(0.75, abs=0.03)
-    assert out.mean().item() == pytest.approx(1.0, abs=0.05)  # the expectation is unchanged
-
-
-def test_drop_path_without_scaling_and_invalid_rate() -> None:
-    torch.manual_seed(0)
-    out = drop_path(torch.ones(256, 5), 0.5, training=True, scale_by_keep=False)
-    assert set(out.unique().tolist()) == {0.0, 1.0}
-    with pytest.raises(ValueError, match="drop_prob"):
-        DropPath(1.5)
-
-
-# --- SqueezeExcite ---------------------------------------------------------------------------------------------
-
-
-def test_squeeze_excite_matches_torchvision() -> None:
-    torch.manual_seed(0)
-    ours = SqueezeExcite(32, 8, act="silu")
-    reference = torchvision.ops.SqueezeExcitation(32, 8, activation=nn.SiLU)
-    reference.load_state_dict(ours.state_dict())  # same names: fc1, fc2
-    x = torch.randn(2, 32, 5, 7)
-    out = ours(x)
-    assert out.shape == x.shape
-    torch.testing.assert_close(out, reference(x), atol=1e-6, rtol=0)
-
 
 # --- ConvStack / Conv1dStack -----------------------------------------------------------------------------------
 

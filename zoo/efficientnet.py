@@ -20,10 +20,12 @@ import re
 from typing import Any
 
 import torch
+from timm.layers import DropPath
 from torch import nn
+from torchvision.ops import SqueezeExcitation
 
 from zoo._registry import register_model
-from zoo.layers import ConvNormAct, DropPath, InitScheme, SqueezeExcite, init_weights
+from zoo.layers import ConvNormAct, InitScheme, get_act_layer, init_weights
 from zoo.tasks import ImageClassifier
 
 #: EfficientNet-B0 stages (Table 1 of the paper): (expand_ratio, kernel_size, out_channels, num_blocks).
@@ -78,7 +80,7 @@ class MBConv(nn.Module):
             ConvNormAct(in_channels, hidden, 1, norm=norm, act=act) if hidden != in_channels else nn.Identity()
         )
         self.dw = ConvNormAct(hidden, hidden, kernel_size, stride, groups=hidden, norm=norm, act=act)
-        self.se = SqueezeExcite(hidden, max(1, int(in_channels * se_ratio)), act=act)
+        self.se = SqueezeExcitation(hidden, max(1, int(in_channels * se_ratio)), activation=get_act_layer(act))
         self.project = ConvNormAct(hidden, out_channels, 1, norm=norm, act="identity")  # linear bottleneck
         self.has_residual = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path) if self.has_residual else nn.Identity()

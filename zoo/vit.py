@@ -23,31 +23,25 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath, resample_abs_pos_embed
 from torch import nn
 
 from zoo._registry import register_model
-from zoo.layers import DropPath, get_act_layer
+from zoo.layers import get_act_layer
 from zoo.tasks import ImageClassifier
 
 
 def resample_pos_embed(
     pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int], num_prefix_tokens: int = 1
 ) -> torch.Tensor:
-    """Resample a ``(1, prefix + H * W, D)`` position embedding to a ``new_grid`` of patches (bicubic, antialiased).
+    """Resample a ``(1, prefix + H * W, D)`` position embedding to a ``new_grid`` of patches.
 
-    The first ``num_prefix_tokens`` entries (the class token's) are kept as they are. Returns ``pos_embed`` itself
-    when the grids are equal.
+    timm's bicubic, antialiased ``resample_abs_pos_embed``; the class token's entry is kept, and ``pos_embed`` itself
+    comes back when the grids are equal (no copy on the usual forward).
     """
-    new_grid, old_grid = tuple(new_grid), tuple(old_grid)
-    if new_grid == old_grid:
+    if tuple(new_grid) == tuple(old_grid):
         return pos_embed
-    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    dim = grid.shape[-1]
-    grid = grid.reshape(1, *old_grid, dim).permute(0, 3, 1, 2)  # (1, D, H_old, W_old)
-    # Interpolate in float32 (bicubic is not implemented for every low-precision dtype).
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", antialias=True).to(pos_embed.dtype)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)  # (1, H_new * W_new, D)
-    return torch.cat([prefix, grid], dim=1)
+    return resample_abs_pos_embed(pos_embed, list(new_grid), list(old_grid), num_prefix_tokens=num_prefix_tokens)
 
 
 class PatchEmbed(nn.Module):
