@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 import torch
-from timm.layers import DropPath
+from timm.layers import DropPath, make_divisible
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
@@ -39,12 +39,6 @@ B0_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (6, 5, 192, 4),
     (6, 3, 320, 1),
 )
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, never below ``divisor`` nor 10% below ``value``."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class MBConv(nn.Module):
