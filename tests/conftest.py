@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 import struct
@@ -39,6 +40,17 @@ def make_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int = 0, 
         write_idx(root / folder / f"{prefix}-labels-idx1-ubyte", labels)
         arrays[prefix] = (images, labels)
     return arrays
+
+
+def read_csv(log_dir: str) -> dict[str, dict[int, float]]:
+    """A CSVLogger's ``metrics.csv`` as ``{metric: {step: value}}``."""
+    out: dict[str, dict[int, float]] = {}
+    with open(Path(log_dir) / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key != "step" and value:
+                    out.setdefault(key, {})[int(row["step"])] = float(value)
+    return out
 
 
 @pytest.fixture

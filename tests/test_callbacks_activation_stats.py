@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import ActivationStatsMonitor
+from tests.conftest import read_csv
 
 DEAD_UNITS = 3
 HIDDEN = 8
@@ -91,16 +91,6 @@ def by_hand(batches: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> dict
     sig = y["net.5"]
     expected["act/saturation_frac/net.5"] = ((sig < 0.01) | (sig > 0.99)).double().mean().item()
     return expected
-
-
-def read_csv(log_dir: str) -> dict[str, dict[int, float]]:
-    out: dict[str, dict[int, float]] = {}
-    with open(Path(log_dir) / "metrics.csv") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key != "step" and value:
-                    out.setdefault(key, {})[int(row["step"])] = float(value)
-    return out
 
 
 def test_dead_fraction_saturation_and_moments(tmp_path: Path) -> None:

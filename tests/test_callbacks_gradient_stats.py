@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import GradientStatsMonitor
+from tests.conftest import read_csv
 
 
 class LinearRegression(L.LightningModule):
@@ -62,16 +62,6 @@ def data(n: int = 32) -> DataLoader:
     x = torch.randn(n, 4, generator=g)
     t = x @ torch.randn(4, 3, generator=g) + 0.1 * torch.randn(n, 3, generator=g)
     return DataLoader(TensorDataset(x, t), batch_size=8)
-
-
-def read_csv(log_dir: str) -> dict[str, dict[int, float]]:
-    out: dict[str, dict[int, float]] = {}
-    with open(Path(log_dir) / "metrics.csv") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key != "step" and value:
-                    out.setdefault(key, {})[int(row["step"])] = float(value)
-    return out
 
 
 def test_logged_norms_match_hand_computed_gradients(tmp_path: Path) -> None:

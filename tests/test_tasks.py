@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import lightning as L
@@ -14,14 +13,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 import zoo
 from datamodules import DigitsDataModule
+from tests.conftest import read_csv
 from zoo.layers import Mish, Swish, focal_loss, get_act_layer
 from zoo.tasks import classification_metrics
 from zoo.tasks.optim import build_optimizer, lr_factor
-
-
-def _read_csv_metrics(logger: CSVLogger) -> list[dict[str, str]]:
-    with open(f"{logger.log_dir}/metrics.csv") as handle:
-        return list(csv.DictReader(handle))
 
 
 # --- losses and layers -------------------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ def test_warmup_cosine_schedule_in_a_real_trainer():
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(model, data)
-    lrs = [float(row["lr-AdamW/pg1"]) for row in _read_csv_metrics(logger) if row.get("lr-AdamW/pg1")]
+    lrs = [lr for _, lr in sorted(read_csv(logger.log_dir)["lr-AdamW/pg1"].items())]
     steps_per_epoch = math.ceil(len(data.datasets["train"]) / 128)
     total = 3 * steps_per_epoch
     expected = [0.1 * lr_factor(step, total, steps_per_epoch, "cosine") for step in range(total)]
@@ -126,11 +121,11 @@ def test_logged_metrics_equal_an_independent_computation():
         enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(model, data)
-    rows = _read_csv_metrics(logger)
-    epoch_rows = [row for row in rows if row.get("val/acc")]
-    assert len(epoch_rows) == 2
-    assert {"train/loss", "train/acc", "train/f1", "train/acc_top5", "val/loss", "val/f1"} <= set(rows[0])
-    assert sum(1 for row in rows if row.get("train/loss_step")) == trainer.global_step // 5
+    metrics = read_csv(logger.log_dir)
+    assert len(metrics["val/acc"]) == 2
+    assert {"train/loss", "train/acc", "train/f1", "train/acc_top5", "val/loss", "val/f1"} <= set(metrics)
+    assert len(metrics["train/loss_step"]) == trainer.global_step // 5
+    last_val = {key: values[max(values)] for key, values in metrics.items() if key.startswith("val/")}
 
     model.eval()
     with torch.no_grad():
@@ -138,8 +133,8 @@ def test_logged_metrics_equal_an_independent_computation():
         logits = torch.cat([model(x) for x, _ in batches])
         target = torch.cat([y for _, y in batches])
     accuracy = (logits.argmax(-1) == target).float().mean().item()
-    assert float(epoch_rows[-1]["val/acc"]) == pytest.approx(accuracy, abs=1e-6)
-    assert float(epoch_rows[-1]["val/loss"]) == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-4)
+    assert last_val["val/acc"] == pytest.approx(accuracy, abs=1e-6)
+    assert last_val["val/loss"] == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-4)
     assert accuracy > 0.85  # two epochs on digits are plenty for a conv net
 
 
@@ -173,10 +168,10 @@ def test_train_metrics_gathered_in_chunks_equal_the_whole_epoch():
         max_epochs=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
     trainer.fit(model, data)
-    row = next(row for row in _read_csv_metrics(logger) if row.get("train/acc"))
+    row = {key: next(iter(values.values())) for key, values in read_csv(logger.log_dir).items()}
     images, targets = data.datasets["train"].__getitems__(range(len(data.datasets["train"])))
     assert len(targets) == 1280
     with torch.no_grad():
         logits = model(images)
-    assert float(row["train/acc"]) == pytest.approx((logits.argmax(-1) == targets).float().mean().item(), abs=1e-6)
-    assert float(row["train/loss"]) == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-5)
+    assert row["train/acc"] == pytest.approx((logits.argmax(-1) == targets).float().mean().item(), abs=1e-6)
+    assert row["train/loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-5)
