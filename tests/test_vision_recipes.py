@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 
 import zoo
@@ -104,3 +105,26 @@ def test_finetune_recipe_defaults_to_pretrained_weights_and_says_where_they_go(c
     # LightningCLI reports the model's RuntimeError inside its own ValueError; the message is what matters
     with pytest.raises((RuntimeError, ValueError), match=r"Download model.safetensors .* weights_path=<file>"):
         _fit(finetune_imagefolder, cifar_tree, "--data.img_size=32")
+
+
+def test_finetune_checkpoint_tests_offline_without_the_pretrained_weights(cifar_tree, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # empty cache: pretrained=true would fail
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), tmp_path / "weights.pt")
+    data = [f"--data.data_dir={cifar_tree}", "--data.num_workers=0", "--data.batch_size=4", "--data.img_size=32"]
+    one_step = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    weights = f"--model.init_args.weights_path={tmp_path / 'weights.pt'}"
+    fit = finetune_imagefolder.main(["fit", *QUIET, *data, *one_step, weights, "--test_after_fit=false"])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    assert fit.model.hparams.pretrained and ckpt
+    (tmp_path / "weights.pt").unlink()  # the weights moved on; the checkpoint must not need them
+
+    # The recipe's YAML still says pretrained: true; the checkpoint's hyperparameters say the weights are inside it.
+    test = finetune_imagefolder.main(["test", f"--ckpt_path={ckpt}", *QUIET, *data])
+    assert test.trainer.state.finished and not test.model.hparams.pretrained
+    assert "test/acc" in test.trainer.callback_metrics
+    restored = zoo.Backbone.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    for name, tensor in fit.model.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[name], tensor)

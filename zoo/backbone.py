@@ -263,6 +263,11 @@ class Backbone(ImageClassifier):
         # Runs after the callbacks' hook of the same name: re-applies the BatchNorm modes once `gradual` unfreezes.
         self.train(True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The checkpoint holds every weight, so rebuilding it (load_from_checkpoint, or a CLI `test --ckpt_path`,
+        # which reads these hyperparameters) must not need the pretrained file or cache it came from.
+        checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "pretrained": False, "weights_path": None}
+
     def configure_callbacks(self) -> list[Callback]:
         if self.hparams.strategy != "gradual":
             return []
