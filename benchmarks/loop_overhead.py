@@ -135,7 +135,7 @@ def raw_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
 
 def steps_per_second(times: list[float], skip: int = 20) -> float:
     """Median-based rate, skipping the first steps (allocator and thread-pool warm-up)."""
-    return 1.0 / statistics.median(times[skip:])
+    return 1.0 / statistics.median(times[min(skip, len(times) // 4) :])
 
 
 def main() -> None:
@@ -144,11 +144,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating raw/zoo rounds")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("recipe_args", nargs="*", help="extra recipe overrides, e.g. --trainer.max_epochs=3")
+    parser.add_argument("--data_dir", help="MNIST files (default: ../shared/data/mnist, else synthetic ones)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "loop_overhead.json"))
     args = parser.parse_args()
 
     shared = REPO.parent / "shared" / "data" / "mnist"
-    data_dir = shared if shared.is_dir() else synthetic_mnist(REPO / "benchmarks" / "results" / "mnist")
+    if args.data_dir:
+        data_dir = Path(args.data_dir).resolve()
+    else:
+        data_dir = shared if shared.is_dir() else synthetic_mnist(REPO / "benchmarks" / "results" / "mnist")
     os.chdir(REPO)
     rates: dict[str, list[float]] = {"raw": [], "lightning": [], "zoo": []}
     for _ in range(args.rounds):
@@ -156,6 +160,7 @@ def main() -> None:
         rates["lightning"].append(steps_per_second(lightning_steps(data_dir, args.epochs, args.device)))
         rates["zoo"].append(steps_per_second(zoo_steps(data_dir, args.epochs, args.device, args.recipe_args)))
     ratios = [z / r for z, r in zip(rates["zoo"], rates["raw"], strict=True)]
+    step_ms = {path: 1000 / float(np.median(path_rates)) for path, path_rates in rates.items()}
     floor = [lt / r for lt, r in zip(rates["lightning"], rates["raw"], strict=True)]
     result = {
         "device": args.device,
@@ -173,6 +178,10 @@ def main() -> None:
         "ratio_median": float(np.median(ratios)),
         "lightning_ratio_per_round": floor,
         "lightning_ratio_median": float(np.median(floor)),
+        "step_ms_median": step_ms,
+        # what each path adds to a raw step, and what a ratio of 0.90 would allow
+        "overhead_ms": {path: step_ms[path] - step_ms["raw"] for path in ("lightning", "zoo")},
+        "overhead_ms_at_0.90": step_ms["raw"] / 0.9 - step_ms["raw"],
     }
     width = 10 * args.rounds + 4
     print(f"\n{'path':<16}{'steps/s per round':>{width}}{'median ratio to raw':>22}")
@@ -180,6 +189,11 @@ def main() -> None:
                         ("zoo recipe", result["ratio_median"])):  # fmt: skip
         key = {"raw loop": "raw", "lightning bare": "lightning", "zoo recipe": "zoo"}[path]
         print(f"{path:<16}{''.join(f'{rate:10.1f}' for rate in rates[key]):>{width}}{ratio:>22.3f}")
+    overhead = result["overhead_ms"]
+    print(
+        f"per step: raw {step_ms['raw']:.2f} ms; Lightning adds {overhead['lightning']:.2f} ms, the recipe "
+        f"{overhead['zoo']:.2f} ms; a ratio of 0.90 allows {result['overhead_ms_at_0.90']:.2f} ms"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
