@@ -70,7 +70,7 @@ def default_callbacks(
         ModelCheckpoint(monitor=monitor, mode=mode, save_last=True, filename=filename, auto_insert_metric_name=False),
         EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         LearningRateMonitor(logging_interval="step"),
-        # refresh_rate is redraws per second (default 100); 2 is smooth enough and keeps the drawing thread idle.
+        # Redrawn every 10 batches: drawing on every step costs as much as a small model's step.
         RichProgressBar(refresh_rate=10),
         GradientStatsMonitor(every_n_steps=50),
     ]

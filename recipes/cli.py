@@ -11,6 +11,7 @@ name), ``zoo fit --model CNN`` (any model class), and ``zoo list``.
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import os
 import sys
@@ -29,8 +30,10 @@ from zoo.tasks import TaskModule
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULTS_YAML = os.path.join(RECIPES_DIR, "defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-#: Sizes that come from the data; linked, so they are never set twice.
-LINKED_SIZES = ("num_classes", "in_channels", "img_size")
+#: What comes from the data; linked, so it is never set twice (models without the argument are skipped).
+LINKED_SIZES = ("num_classes", "in_channels", "img_size", "mean", "std")
+#: The metric of the default checkpoint and early-stopping callbacks (recipes/defaults.yaml).
+DEFAULT_MONITOR = "val/acc"
 
 
 class ZooCLI(LightningCLI):
@@ -57,6 +60,7 @@ class ZooCLI(LightningCLI):
         # `--trainer.enable_progress_bar false` should win over the progress bar of a default config.
         if trainer.enable_progress_bar is False and trainer.callbacks:
             trainer.callbacks = [cb for cb in trainer.callbacks if "ProgressBar" not in cb.class_path.rsplit(".")[-1]]
+        _follow_model_monitor(config.model, trainer.callbacks or [])
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -69,6 +73,22 @@ class ZooCLI(LightningCLI):
             state = torch.load(best, map_location=self.model.device, weights_only=True)["state_dict"]
             self.model.load_state_dict(state)
         self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def _follow_model_monitor(model: Any, callbacks: list[Any]) -> None:
+    """Point the default checkpoint and early-stopping callbacks at the model task's metric (``val/psnr``, ...)."""
+    module, _, name = model.class_path.rpartition(".")
+    monitor, mode = getattr(importlib.import_module(module), name).monitor
+    if monitor == DEFAULT_MONITOR:
+        return
+    for callback in callbacks:
+        args = callback.init_args
+        kind = callback.class_path.rsplit(".")[-1]
+        if kind in ("ModelCheckpoint", "EarlyStopping") and args.monitor == DEFAULT_MONITOR:
+            args.monitor, args.mode = monitor, mode
+            if getattr(args, "filename", None):
+                old = DEFAULT_MONITOR.replace("/", "_") + "={" + DEFAULT_MONITOR
+                args.filename = args.filename.replace(old, monitor.replace("/", "_") + "={" + monitor)
 
 
 def run_recipe(recipe_file: str, args: Sequence[str] | None = None) -> ZooCLI:

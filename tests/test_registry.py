@@ -13,8 +13,14 @@ def test_list_models_uses_fnmatch_and_is_sorted():
     assert zoo.list_models("no_such_*") == []
 
 
-def test_list_models_by_family():
+def test_list_models_by_family_and_task():
     assert set(zoo.list_models(family="mlp")) == {"mlp_small", "mlp_base"}
+    denoisers = zoo.list_models(task="denoising")
+    assert set(denoisers) == {"dncnn_s", "ircnn", "unet_denoiser_small"}
+    assert all(isinstance(zoo.create_model(name), zoo.Denoiser) for name in denoisers)
+    classifiers = zoo.list_models(task="image_classification")
+    assert sorted(classifiers + denoisers) == zoo.list_models()
+    assert all(isinstance(zoo.create_model(name), zoo.ImageClassifier) for name in classifiers)
 
 
 def test_create_model_applies_overrides_and_ignores_none():

@@ -9,11 +9,13 @@
 from zoo._registry import ModelInfo, UnknownModelError, create_model, is_model, list_models, model_info, register_model
 from zoo.backbone import Backbone
 from zoo.cnn import CNN, SimpleCNN
+from zoo.cnn1d import SequenceCNN
+from zoo.denoising import DnCNN, UNetDenoiser
 from zoo.densenet import DenseNet
 from zoo.efficientnet import EfficientNet
 from zoo.mlp import MLP
 from zoo.resnet import ResNet
-from zoo.tasks import ImageClassifier, TaskModule
+from zoo.tasks import Denoiser, ImageClassifier, TaskModule
 from zoo.vit import VisionTransformer
 from zoo.volumetric import CNN3D
 
@@ -22,13 +24,17 @@ __all__ = [
     "CNN3D",
     "MLP",
     "Backbone",
+    "Denoiser",
     "DenseNet",
+    "DnCNN",
     "EfficientNet",
     "ImageClassifier",
     "ModelInfo",
     "ResNet",
+    "SequenceCNN",
     "SimpleCNN",
     "TaskModule",
+    "UNetDenoiser",
     "UnknownModelError",
     "VisionTransformer",
     "create_model",

@@ -32,6 +32,7 @@ class ModelInfo:
     num_params: int | None = None
     source: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    task: str = "image_classification"
 
 
 class UnknownModelError(ValueError):
@@ -42,7 +43,12 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(
-    *, input_size: tuple[int, ...], num_params: int | None = None, source: str = "", tags: tuple[str, ...] = ()
+    *,
+    input_size: tuple[int, ...],
+    num_params: int | None = None,
+    source: str = "",
+    tags: tuple[str, ...] = (),
+    task: str = "image_classification",
 ) -> Callable[[ModelFn], ModelFn]:
     """Register a preset function under its own name.
 
@@ -51,6 +57,7 @@ def register_model(
         num_params: exact parameter count with default arguments (checked by the tests).
         source: paper or reference implementation the preset follows.
         tags: free-form labels, e.g. ``("cifar",)``.
+        task: the task base the preset trains with (``"image_classification"``, ``"denoising"``).
     """
 
     def decorator(fn: ModelFn) -> ModelFn:
@@ -58,18 +65,20 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"Model {name!r} is already registered by {_REGISTRY[name].fn.__module__}")
         family = fn.__module__.rsplit(".", 1)[-1]
-        _REGISTRY[name] = ModelInfo(name, fn, family, tuple(input_size), num_params, source, tuple(tags))
+        _REGISTRY[name] = ModelInfo(name, fn, family, tuple(input_size), num_params, source, tuple(tags), task)
         return fn
 
     return decorator
 
 
-def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
-    """Sorted names of registered presets matching an fnmatch ``pattern`` (e.g. ``"cnn*"``)."""
+def list_models(pattern: str = "*", family: str | None = None, task: str | None = None) -> list[str]:
+    """Sorted names of registered presets matching an fnmatch ``pattern`` (e.g. ``"cnn*"``), a family and a task."""
     return sorted(
         name
         for name, info in _REGISTRY.items()
-        if fnmatch.fnmatchcase(name, pattern) and (family is None or info.family == family)
+        if fnmatch.fnmatchcase(name, pattern)
+        and (family is None or info.family == family)
+        and (task is None or info.task == task)
     )
 
 

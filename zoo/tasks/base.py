@@ -6,11 +6,25 @@ given, so the defaults here never fight a user's choice.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
+import torch
 
 from zoo.tasks.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler, check_schedule
+
+
+def _init_arg_names(cls: type) -> set[str]:
+    """Named ``__init__`` arguments along the class chain (what ``**kwargs`` forwarding can reach)."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        name
+        for klass in cls.__mro__
+        if "__init__" in vars(klass)
+        for name, param in inspect.signature(klass.__init__).parameters.items()
+        if param.kind in named and name != "self"
+    }
 
 
 class TaskModule(L.LightningModule):
@@ -26,6 +40,9 @@ class TaskModule(L.LightningModule):
         warmup_epochs: linear warmup length in epochs (fractions allowed), stepped per batch.
         min_lr_ratio: final learning rate of cosine/one-cycle as a fraction of ``lr``.
     """
+
+    #: The validation metric to checkpoint and stop on, and its direction (recipes and the ``zoo`` CLI use it).
+    monitor: tuple[str, str] = ("val/loss", "min")
 
     def __init__(
         self,
@@ -45,6 +62,21 @@ class TaskModule(L.LightningModule):
         check_schedule(scheduler, warmup_epochs)
         # Collects the init arguments of the whole subclass chain, so load_from_checkpoint rebuilds the model.
         self.save_hyperparameters()
+        # LightningCLI records every value linked from the datamodule (e.g. num_classes) as a hyperparameter, even
+        # one this class does not take; rebuilding from the checkpoint would then pass it and fail.
+        accepted = _init_arg_names(type(self))
+        for key in [key for key in self.hparams if not key.startswith("_") and key not in accepted]:
+            del self.hparams[key]
+
+    def log_on_logging_steps(self, name: str, value: torch.Tensor) -> None:
+        """``self.log`` a per-step value only on the steps the logger writes (and under ``fast_dev_run``).
+
+        ``self.log`` costs about as much as a small model's step; this is the check Lightning's LearningRateMonitor
+        and ThroughputMonitor use.
+        """
+        trainer = self._trainer
+        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+            self.log(name, value)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -55,6 +55,7 @@ class ImageClassifier(TaskModule):
         **optim_args: optimizer and schedule, see :class:`~zoo.tasks.base.TaskModule`.
     """
 
+    monitor = ("val/acc", "max")
     #: Whether the network needs exactly ``img_size`` (e.g. an MLP) or accepts any spatial size (global pooling).
     fixed_input_size: bool = True
     #: Training batches whose outputs are gathered before one update of the train metrics.
@@ -152,10 +153,7 @@ class ImageClassifier(TaskModule):
         self._pending.append((loss.detach(), logits, target))
         if len(self._pending) >= self.metric_update_interval:
             self._update_train_metrics()
-        # self.log costs about as much as a small model's step: call it only on steps the logger writes
-        # (the same check Lightning's LearningRateMonitor and ThroughputMonitor use).
-        if self.trainer._logger_connector.should_update_logs or self.trainer.fast_dev_run:
-            self.log("train/loss_step", loss.detach())
+        self.log_on_logging_steps("train/loss_step", loss.detach())
         return loss
 
     def _update_train_metrics(self) -> None:

@@ -1,0 +1,132 @@
+"""The denoising task and its models: noise model, PSNR against an independent computation, CLI wiring."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import zoo
+from recipes.cli import main as zoo_main
+
+DENOISERS = zoo.list_models(task="denoising")
+MEAN, STD = (0.3,), (0.4,)
+
+
+def _images(n: int = 16, side: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth images in [0, 1]: a few low-frequency blobs, so there is structure to recover under the noise."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 1, 4, 4, generator=generator)
+    return F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+
+
+def _trainer() -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+
+
+@pytest.mark.parametrize("name", DENOISERS)
+def test_denoiser_overfits_a_fixed_noisy_batch(name):
+    torch.manual_seed(0)
+    model = zoo.create_model(name, img_size=16)
+    clean = _images(8)
+    noisy = model.add_noise(clean, torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(200):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(noisy), clean)
+        loss.backward()
+        optimizer.step()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert loss.item() < 0.05 * F.mse_loss(noisy, clean).item(), f"{name}: {loss.item():.5f}"
+
+
+@pytest.mark.parametrize("name", DENOISERS)
+def test_output_keeps_the_input_shape_and_wrong_channels_name_the_shape(name):
+    model = zoo.create_model(name).eval()
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 1, 28, 28)
+    assert model(torch.rand(1, 1, 36, 20)).shape == (1, 1, 36, 20)  # any size the strides divide
+    with pytest.raises(ValueError, match=r"expects input of shape \(B, 1, H, W\), got \(2, 3, 28, 28\)"):
+        model(torch.rand(2, 3, 28, 28))
+
+
+def test_unet_names_the_divisibility_it_needs():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        zoo.create_model("unet_denoiser_small")(torch.rand(1, 1, 30, 30))
+
+
+def test_dncnn_receptive_fields_match_the_papers():
+    assert zoo.create_model("dncnn_s").receptive_field == 35  # 17 layers of 3x3
+    assert zoo.create_model("ircnn").receptive_field == 33  # dilations 1-2-3-4-3-2-1
+
+
+def test_logged_psnr_equals_an_independent_computation():
+    """val/psnr and val/psnr_input from the Trainer equal 10 log10(1 / MSE) on the same fixed noise, in pixels."""
+    torch.manual_seed(0)
+    model = zoo.create_model("ircnn", img_size=16, noise_std=0.2, mean=MEAN, std=STD, noise_seed=3).eval()
+    pixels = _images(12)
+    normalized = (pixels - MEAN[0]) / STD[0]
+    loader = DataLoader(TensorDataset(normalized, torch.zeros(12, dtype=torch.long)), batch_size=5)
+    metrics = _trainer().validate(model, loader, verbose=False)[0]
+
+    squared_out, squared_in = 0.0, 0.0
+    with torch.no_grad():
+        for batch_idx, start in enumerate(range(0, 12, 5)):
+            clean = pixels[start : start + 5]
+            generator = torch.Generator().manual_seed(3 * 1_000_003 + batch_idx)
+            noise = torch.randn(clean.shape, generator=generator) * 0.2
+            noisy = clean + noise
+            squared_out += ((model(noisy).clamp(0, 1) - clean) ** 2).sum().item()
+            squared_in += ((noisy.clamp(0, 1) - clean) ** 2).sum().item()
+    expected_out = 10 * math.log10(1 / (squared_out / pixels.numel()))
+    expected_in = 10 * math.log10(1 / (squared_in / pixels.numel()))
+    assert metrics["val/psnr"] == pytest.approx(expected_out, abs=1e-3)
+    assert metrics["val/psnr_input"] == pytest.approx(expected_in, abs=1e-3)
+    assert 12 < expected_in < 16  # sigma 0.2 -> about 14 dB before clipping; the noise was really added
+    # fixed validation noise: a second pass gives the same numbers
+    assert _trainer().validate(model, loader, verbose=False)[0]["val/psnr"] == pytest.approx(metrics["val/psnr"])
+
+
+def test_noise_models_and_batch_forms():
+    model = zoo.create_model("ircnn", noise_std=0.5, mean=MEAN, std=STD)
+    clean = torch.full((64, 1, 8, 8), 0.5)
+    noise = model.add_noise(clean, torch.Generator().manual_seed(0)) - clean
+    assert noise.std().item() == pytest.approx(0.5, rel=0.05)
+    blind = zoo.create_model("ircnn", noise_std=0.5, blind=True)
+    per_image = (blind.add_noise(clean, torch.Generator().manual_seed(0)) - clean).flatten(1).std(1)
+    assert per_image.max() <= 0.5 * 1.3 and per_image.min() < 0.1 and per_image.std() > 0.1  # stds spread over [0, 0.5]
+
+    normalized = (clean - MEAN[0]) / STD[0]
+    noisy, target = model.noisy_clean_pair((normalized, torch.zeros(64, dtype=torch.long)))
+    torch.testing.assert_close(target, clean)  # labels are ignored; the normalization is undone
+    pair_noisy = normalized + 1.0
+    noisy, target = model.noisy_clean_pair((pair_noisy, normalized))  # a (noisy, clean) pair is used as it is
+    torch.testing.assert_close(noisy, clean + STD[0]) and torch.testing.assert_close(target, clean)
+
+
+def test_predict_returns_denoised_pixels():
+    model = zoo.create_model("unet_denoiser_small", img_size=16, mean=MEAN, std=STD).eval()
+    loader = DataLoader(TensorDataset(torch.randn(6, 1, 16, 16)), batch_size=4)
+    batches = _trainer().predict(model, loader)
+    assert [tuple(b.shape) for b in batches] == [(4, 1, 16, 16), (2, 1, 16, 16)]
+    assert all(b.min() >= 0 and b.max() <= 1 for b in batches)
+
+
+def test_zoo_cli_trains_a_denoiser_checkpointing_on_psnr(tmp_path):
+    common = ["--data", "Digits", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    short = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2"]
+    cli = zoo_main(["fit", "--model", "unet_denoiser_small", *common, *short, "--test_after_fit=true"])
+    model, checkpoint = cli.model, cli.trainer.checkpoint_callback
+    assert isinstance(model, zoo.UNetDenoiser) and model.img_size == (8, 8)
+    assert tuple(model.hparams.mean) == (0.3055,) and tuple(model.hparams.std) == (0.3760,)  # linked from Digits
+    assert checkpoint.monitor == "val/psnr" and checkpoint.mode == "max" and "val_psnr=" in checkpoint.best_model_path
+    early_stopping = next(cb for cb in cli.trainer.callbacks if isinstance(cb, L.pytorch.callbacks.EarlyStopping))
+    assert early_stopping.monitor == "val/psnr"
+    assert "test/psnr" in cli.trainer.callback_metrics and "test/psnr_input" in cli.trainer.callback_metrics
+
+    test = zoo_main(["test", "--model", "UNetDenoiser", *common, f"--ckpt_path={checkpoint.best_model_path}"])
+    assert test.trainer.callback_metrics["test/psnr"] == pytest.approx(cli.trainer.callback_metrics["test/psnr"].item())

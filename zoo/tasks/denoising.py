@@ -1,0 +1,158 @@
+"""Image-denoising task base: noise model, loss, PSNR per split and prediction for any image-to-image network.
+
+An architecture subclasses :class:`Denoiser` and implements ``forward(noisy) -> clean estimate`` on images in [0, 1]
+pixel units; how it trains is defined here once. Any image datamodule works: its ``(image, label)`` batches are taken
+as clean images, their normalization is undone (``mean``/``std``, linked from the datamodule by the CLI), and the
+task adds Gaussian noise. Datasets of real noise may yield ``(noisy, clean)`` pairs instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from zoo.tasks.base import TaskModule
+from zoo.tasks.image_classification import _pair
+
+DenoiseLoss = Literal["mse", "l1"]
+
+
+def _per_channel(values: Sequence[float] | None, default: float, channels: int, name: str) -> torch.Tensor:
+    values = [default] if values is None else list(values)
+    if len(values) not in (1, channels):
+        raise ValueError(f"{name} has {len(values)} values for {channels} channels")
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).expand(1, channels, 1, 1).clone()
+
+
+class Denoiser(TaskModule):
+    """Task base for image denoising; subclasses build the network.
+
+    Noise, loss and PSNR are in pixel units ([0, 1]). Training batches get Gaussian noise of std ``noise_std``
+    (``blind=True``: a std drawn per image from ``[0, noise_std]``, so one model serves every level up to it).
+    Validation and test noise is fixed by ``noise_seed`` and the batch index, so epochs and runs compare on the same
+    noisy images. Logs ``train/loss`` (per epoch; ``train/loss_step`` on logging steps), and per epoch
+    ``{val,test}/loss``, ``{val,test}/psnr`` (dB, of the output clipped to [0, 1]) and ``{val,test}/psnr_input``
+    (dB, of the noisy input: the baseline the model must beat).
+
+    Args:
+        in_channels: channels of the images.
+        img_size: nominal input size (summaries and export); convolutional denoisers accept other sizes.
+        noise_std: standard deviation of the added noise in pixel units (25/255 is the classic benchmark level).
+        blind: draw each training image's std uniformly from ``[0, noise_std]``.
+        loss: ``"mse"`` or ``"l1"`` between the output and the clean image.
+        mean: per-channel mean the datamodule normalized with (undone before adding noise; ``None``: 0).
+        std: per-channel std the datamodule normalized with (``None``: 1).
+        noise_seed: seed of the validation and test noise.
+        **optim_args: optimizer and schedule, see :class:`~zoo.tasks.base.TaskModule`.
+    """
+
+    monitor = ("val/psnr", "max")
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        img_size: int | tuple[int, int] = 28,
+        noise_std: float = 0.3,
+        blind: bool = False,
+        loss: DenoiseLoss = "mse",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        noise_seed: int = 0,
+        **optim_args: Any,
+    ) -> None:
+        super().__init__(**optim_args)
+        if in_channels < 1 or noise_std <= 0:
+            raise ValueError(f"in_channels and noise_std must be positive, got {in_channels} and {noise_std}")
+        if loss not in ("mse", "l1"):
+            raise ValueError(f"Unknown loss {loss!r}; choose 'mse' or 'l1'.")
+        self.in_channels = in_channels
+        self.img_size = _pair(img_size)
+        self.example_input_array = torch.zeros(2, in_channels, *self.img_size)
+        # Buffers (not saved: the hyperparameters rebuild them) so they follow the module's device.
+        self.register_buffer("mean", _per_channel(mean, 0.0, in_channels, "mean"), persistent=False)
+        self.register_buffer("std", _per_channel(std, 1.0, in_channels, "std"), persistent=False)
+        self.train_loss = MeanMetric()
+        psnr = MetricCollection({"psnr": PeakSignalNoiseRatio(data_range=(0.0, 1.0))})  # clips to [0, 1]
+        self.val_metrics = psnr.clone(prefix="val/")
+        self.test_metrics = psnr.clone(prefix="test/")
+        self.val_input_metrics = psnr.clone(prefix="val/", postfix="_input")
+        self.test_input_metrics = psnr.clone(prefix="test/", postfix="_input")
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected shape when ``x`` is not a batch of images."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+
+    # --- noise and loss ------------------------------------------------------------------------------------
+    def add_noise(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``clean`` plus Gaussian noise (per-image std with ``blind``); ``generator`` makes it reproducible."""
+        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
+        std = torch.full((clean.shape[0], 1, 1, 1), self.hparams.noise_std, dtype=clean.dtype)
+        if self.hparams.blind:
+            std = std * torch.rand(std.shape, generator=generator, dtype=clean.dtype)
+        return clean + noise * std.to(clean.device)
+
+    def compute_loss(self, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """The configured pixel loss between the output and the clean image."""
+        return F.l1_loss(output, clean) if self.hparams.loss == "l1" else F.mse_loss(output, clean)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the datamodule's normalization: ``x * std + mean``."""
+        return x * self.std + self.mean
+
+    def noisy_clean_pair(self, batch: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Pixel-unit ``(noisy, clean)`` from a batch of clean images, ``(image, label)`` or ``(noisy, clean)``."""
+        if isinstance(batch, (tuple, list)):
+            first, second = batch[0], batch[1]
+            if second.shape == first.shape and second.is_floating_point():
+                return self.to_pixels(first), self.to_pixels(second)
+            batch = first
+        clean = self.to_pixels(batch)
+        return self.add_noise(clean, generator), clean
+
+    def _eval_generator(self, batch_idx: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.hparams.noise_seed * 1_000_003 + batch_idx)
+
+    # --- steps ---------------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        noisy, clean = self.noisy_clean_pair(batch)
+        loss = self.compute_loss(self(noisy), clean)
+        self.train_loss.update(loss.detach())
+        self.log_on_logging_steps("train/loss_step", loss.detach())
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss)
+
+    def _eval_step(self, batch: Any, batch_idx: int, split: str) -> None:
+        noisy, clean = self.noisy_clean_pair(batch, self._eval_generator(batch_idx))
+        output = self(noisy)
+        getattr(self, f"{split}_metrics").update(output, clean)
+        getattr(self, f"{split}_input_metrics").update(noisy, clean)
+        self.log(f"{split}/loss", self.compute_loss(output, clean), on_epoch=True, batch_size=clean.shape[0])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics, prog_bar=True)
+        self.log_dict(self.val_input_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics)
+        self.log_dict(self.test_input_metrics)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Denoised images in [0, 1]; the batch (``x`` or ``(x, ...)``, normalized like the data) is the noisy input."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(self.to_pixels(x)).clamp(0, 1)
