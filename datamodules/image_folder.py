@@ -82,9 +82,9 @@ class ImageFolderDataModule(ImageDataModule):
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_channels, self.mean, self.std = channels, tuple(mean), tuple(std)
         super().__init__(data_dir, batch_size, val_fraction, augment, num_workers, pin_memory, seed, download)
-        # The linked model receives the (H, W) tuple; the same value here keeps the two hparams sets consistent
+        # Linked models receive these tuples; the same values here keep the two hparams sets consistent
         # (Lightning refuses to log one key with two values).
-        self.save_hyperparameters({**self.hparams, "img_size": self.img_size})
+        self.save_hyperparameters({**self.hparams, "img_size": self.img_size, "mean": self.mean, "std": self.std})
         self._classes: list[str] | None = None
 
     def default_num_workers(self) -> int:

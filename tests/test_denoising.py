@@ -130,3 +130,20 @@ def test_zoo_cli_trains_a_denoiser_checkpointing_on_psnr(tmp_path):
 
     test = zoo_main(["test", "--model", "UNetDenoiser", *common, f"--ckpt_path={checkpoint.best_model_path}"])
     assert test.trainer.callback_metrics["test/psnr"] == pytest.approx(cli.trainer.callback_metrics["test/psnr"].item())
+
+
+def test_zoo_cli_denoises_an_image_folder_with_its_normalization(tmp_path):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for index in range(8):
+            folder = tmp_path / split / f"class{index % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = torch.randint(0, 256, (16, 16, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"{index}.png")
+    data = ["--data", "ImageFolder", f"--data.data_dir={tmp_path}", "--data.img_size=16", "--data.num_workers=0"]
+    data += ["--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"]
+    cli = zoo_main(["fit", "--model", "ircnn", *data])
+    assert cli.model.in_channels == 3 and cli.model.hparams.mean == (0.485, 0.456, 0.406)  # ImageNet's, linked
+    assert "test/psnr" in cli.trainer.callback_metrics

@@ -65,8 +65,9 @@ class TaskModule(L.LightningModule):
         # LightningCLI records every value linked from the datamodule (e.g. num_classes) as a hyperparameter, even
         # one this class does not take; rebuilding from the checkpoint would then pass it and fail.
         accepted = _init_arg_names(type(self))
-        for key in [key for key in self.hparams if not key.startswith("_") and key not in accepted]:
-            del self.hparams[key]
+        extra = [key for key in self.hparams if not key.startswith("_") and key not in accepted]
+        if extra:
+            self.save_hyperparameters(ignore=extra)  # again, so the logged initial hparams drop them too
 
     def log_on_logging_steps(self, name: str, value: torch.Tensor) -> None:
         """``self.log`` a per-step value only on the steps the logger writes (and under ``fast_dev_run``).
