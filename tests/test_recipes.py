@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import zoo
-from recipes import cifar10_cnn, digits_cnn, mnist_cnn, mnist_mlp
+from recipes import cifar10_cnn, digits_cnn, mnist_cnn, mnist_denoise, mnist_mlp
 from recipes.cli import expand_short_names
 from recipes.cli import main as zoo_main
 
@@ -51,6 +51,16 @@ def test_digits_recipe_runs_with_no_argument(tmp_path):
 def test_mnist_recipes_fast_dev_run(recipe, mnist_dir):
     cli = _fit(recipe, f"--data.data_dir={mnist_dir}")
     assert cli.trainer.state.finished and cli.datamodule.num_classes == 10
+
+
+def test_mnist_denoise_recipe_trains_ircnn_and_checkpoints_on_psnr(mnist_dir):
+    cli = _fit(mnist_denoise, f"--data.data_dir={mnist_dir}")
+    model = cli.model
+    assert isinstance(model, zoo.DnCNN) and model.receptive_field == 33 and model.hparams.noise_std == 0.3
+    assert sum(p.numel() for p in model.parameters()) == zoo.model_info("ircnn").num_params
+    assert tuple(model.hparams.mean) == cli.datamodule.mean  # linked: the task denoises in pixel units
+    assert cli.trainer.checkpoint_callback.monitor == "val/psnr"
+    assert {"test/psnr", "test/psnr_input"} <= set(cli.trainer.callback_metrics)  # test_after_fit ran
 
 
 def test_cifar10_recipe_fast_dev_run(tmp_path):
