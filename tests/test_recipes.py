@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import zoo
-from recipes import cifar10_cnn, digits_cnn, mnist_cnn, mnist_denoise, mnist_mlp
+from recipes import cifar10_cnn, digits_cnn, mnist_cnn, mnist_denoise, mnist_mlp, mnist_seqcnn
 from recipes.cli import expand_short_names
 from recipes.cli import main as zoo_main
 
@@ -47,7 +47,7 @@ def test_digits_recipe_runs_with_no_argument(tmp_path):
     assert cli.trainer.callback_metrics["test/acc"] > 0.5  # test_after_fit ran on the best checkpoint
 
 
-@pytest.mark.parametrize("recipe", [mnist_mlp, mnist_cnn])
+@pytest.mark.parametrize("recipe", [mnist_mlp, mnist_cnn, mnist_seqcnn])
 def test_mnist_recipes_fast_dev_run(recipe, mnist_dir):
     cli = _fit(recipe, f"--data.data_dir={mnist_dir}")
     assert cli.trainer.state.finished and cli.datamodule.num_classes == 10
