@@ -61,6 +61,9 @@ def test_mnist_denoise_recipe_trains_ircnn_and_checkpoints_on_psnr(mnist_dir):
     assert tuple(model.hparams.mean) == cli.datamodule.mean  # linked: the task denoises in pixel units
     assert cli.trainer.checkpoint_callback.monitor == "val/psnr"
     assert {"test/psnr", "test/psnr_input"} <= set(cli.trainer.callback_metrics)  # test_after_fit ran
+    # another denoiser keeps the recipe's noise model; the IRCNN-only arguments are dropped
+    unet = _fit(mnist_denoise, f"--data.data_dir={mnist_dir}", "--model=zoo.UNetDenoiser").model
+    assert isinstance(unet, zoo.UNetDenoiser) and unet.hparams.noise_std == 0.3 and "dilations" not in unet.hparams
 
 
 def test_cifar10_recipe_fast_dev_run(tmp_path):
