@@ -40,10 +40,19 @@ __all__ = [
     "RichProgressBar",
     "StochasticWeightAveraging",
     "TrainingDiagnosis",
+    "checkpoint_filename",
     "default_callbacks",
     "diagnose",
     "log_image",
 ]
+
+
+def checkpoint_filename(monitor: str) -> str:
+    """``ModelCheckpoint`` filename with the epoch and ``monitor``: ``epoch=003-val_acc=0.9120``.
+
+    A "/" in a checkpoint name would make a folder, so the metric is spelled with "_" in the name only.
+    """
+    return "epoch={epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}"
 
 
 def default_callbacks(
@@ -64,10 +73,14 @@ def default_callbacks(
         raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}")
     if patience < 0:
         raise ValueError(f"`patience` must be >= 0, got {patience}")
-    # A "/" in a checkpoint name would make a folder: the metric is spelled with "_" in the name only.
-    filename = "epoch={epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}"
     return [
-        ModelCheckpoint(monitor=monitor, mode=mode, save_last=True, filename=filename, auto_insert_metric_name=False),
+        ModelCheckpoint(
+            monitor=monitor,
+            mode=mode,
+            save_last=True,
+            filename=checkpoint_filename(monitor),
+            auto_insert_metric_name=False,
+        ),
         EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         LearningRateMonitor(logging_interval="step"),
         # Redrawn every 10 batches: drawing on every step costs as much as a small model's step.

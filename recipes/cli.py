@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
+from callbacks import checkpoint_filename
 from datamodules import DATAMODULES, get_datamodule_class
 from zoo.tasks import TaskModule
 
@@ -31,7 +32,7 @@ RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULTS_YAML = os.path.join(RECIPES_DIR, "defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: What comes from the data; linked, so it is never set twice (models without the argument are skipped).
-LINKED_SIZES = ("num_classes", "in_channels", "img_size", "mean", "std")
+LINKED_FROM_DATA = ("num_classes", "in_channels", "img_size", "mean", "std")
 #: The metric of the default checkpoint and early-stopping callbacks (recipes/defaults.yaml).
 DEFAULT_MONITOR = "val/acc"
 
@@ -51,7 +52,7 @@ class ZooCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=False, help="After `fit`, run `test` on the best checkpoint."
         )
-        for key in LINKED_SIZES:
+        for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
@@ -86,9 +87,8 @@ def _follow_model_monitor(model: Any, callbacks: list[Any]) -> None:
         kind = callback.class_path.rsplit(".")[-1]
         if kind in ("ModelCheckpoint", "EarlyStopping") and args.monitor == DEFAULT_MONITOR:
             args.monitor, args.mode = monitor, mode
-            if getattr(args, "filename", None):
-                old = DEFAULT_MONITOR.replace("/", "_") + "={" + DEFAULT_MONITOR
-                args.filename = args.filename.replace(old, monitor.replace("/", "_") + "={" + monitor)
+            if getattr(args, "filename", None) == checkpoint_filename(DEFAULT_MONITOR):
+                args.filename = checkpoint_filename(monitor)
 
 
 def run_recipe(recipe_file: str, args: Sequence[str] | None = None) -> ZooCLI:
@@ -120,7 +120,7 @@ def _model_argument(name: str) -> str:
         return f"{classes[name].__module__}.{name}"
     if zoo.is_model(name):
         model = zoo.create_model(name)
-        init_args = {key: value for key, value in model.hparams.items() if key not in LINKED_SIZES}
+        init_args = {key: value for key, value in model.hparams.items() if key not in LINKED_FROM_DATA}
         return json.dumps({"class_path": f"{type(model).__module__}.{type(model).__name__}", "init_args": init_args})
     close = difflib.get_close_matches(name, [*zoo.list_models(), *classes], n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""

@@ -92,12 +92,15 @@ class Denoiser(TaskModule):
 
     # --- noise and loss ------------------------------------------------------------------------------------
     def add_noise(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``clean`` plus Gaussian noise (per-image std with ``blind``); ``generator`` makes it reproducible."""
-        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(clean.device)
-        std = torch.full((clean.shape[0], 1, 1, 1), self.hparams.noise_std, dtype=clean.dtype)
+        """``clean`` plus Gaussian noise (per-image std with ``blind``); a CPU ``generator`` makes it reproducible."""
+        # Training noise is drawn where the batch is; only the seeded evaluation noise comes from the CPU generator,
+        # so it is the same on every device.
+        device = clean.device if generator is None else torch.device("cpu")
+        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=device)
+        std = torch.full((clean.shape[0], 1, 1, 1), self.hparams.noise_std, dtype=clean.dtype, device=device)
         if self.hparams.blind:
-            std = std * torch.rand(std.shape, generator=generator, dtype=clean.dtype)
-        return clean + noise * std.to(clean.device)
+            std = std * torch.rand(std.shape, generator=generator, dtype=clean.dtype, device=device)
+        return clean + (noise * std).to(clean.device)
 
     def compute_loss(self, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """The configured pixel loss between the output and the clean image."""
