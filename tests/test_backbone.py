@@ -208,3 +208,12 @@ def test_gradual_run_resumes_after_the_unfreeze_epoch(tmp_path):
     assert trainer.optimizers[0].param_groups[2]["lr"] > 0
     saved = torch.load(tmp_path / "interrupted.ckpt", weights_only=True)["state_dict"]["backbone.conv1.weight"]
     assert not torch.equal(saved, resumed.backbone.conv1.weight.detach())  # the backbone trained after resuming
+
+
+@pytest.mark.parametrize("strategy", ["full", "discriminative"])
+def test_backbone_no_weight_decay_names_reach_every_strategy(strategy):
+    model = Backbone(num_classes=3, backbone="vit_tiny_patch16_224", img_size=224, strategy=strategy)
+    groups = model.optimizer_param_groups()
+    no_decay = {id(p) for group in groups if group["weight_decay"] == 0 for p in group["params"]}
+    assert id(model.backbone.pos_embed) in no_decay and id(model.backbone.cls_token) in no_decay
+    assert id(model.backbone.patch_embed.proj.weight) not in no_decay

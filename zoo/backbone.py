@@ -44,7 +44,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from zoo._registry import register_model
 from zoo.tasks import ImageClassifier
-from zoo.tasks.optim import build_scheduler
 
 Strategy = Literal["full", "linear_probe", "partial", "discriminative", "gradual"]
 STRATEGIES: tuple[str, ...] = ("full", "linear_probe", "partial", "discriminative", "gradual")
@@ -276,38 +275,29 @@ class Backbone(ImageClassifier):
             return []  # the user's finetuning callback wins
         return [_GradualUnfreeze(unfreeze_backbone_at_epoch=self.hparams.unfreeze_at_epoch)]
 
-    def discriminative_param_groups(self) -> list[dict[str, Any]]:
-        """Param groups with ``lr = lr * lr_decay ** distance`` from the head, split by weight decay."""
+    def no_weight_decay(self) -> set[str]:
+        """The backbone's own no-weight-decay names (e.g. a ViT's ``pos_embed``), as this module names them."""
+        names = self.backbone.no_weight_decay() if hasattr(self.backbone, "no_weight_decay") else ()
+        return {f"backbone.{name}" for name in names}
+
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """With ``discriminative``: groups with ``lr = lr * lr_decay ** distance`` from the head, split by weight
+        decay (the task base's schedule then scales each group's own lr); otherwise the task base's groups."""
         hp = self.hparams
-        skip = set(self.backbone.no_weight_decay()) if hasattr(self.backbone, "no_weight_decay") else set()
+        if hp.strategy != "discriminative":
+            return super().optimizer_param_groups()
+        skip = self.no_weight_decay()
         distance = {name: len(self.stage_names) - k for k, stage in enumerate(self.stage_names) for name in stage}
         buckets: dict[tuple[int, bool], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            no_decay = param.ndim <= 1 or name.endswith(".bias") or name.removeprefix("backbone.") in skip
+            no_decay = param.ndim <= 1 or name.endswith(".bias") or name in skip
             buckets.setdefault((distance.get(name, 0), no_decay), []).append(param)
         return [
             {"params": params, "lr": hp.lr * hp.lr_decay**dist, "weight_decay": 0.0 if no_decay else hp.weight_decay}
             for (dist, no_decay), params in sorted(buckets.items())
         ]
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        if hp.strategy != "discriminative":
-            return super().configure_optimizers()
-        groups = self.discriminative_param_groups()
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
-        else:
-            optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[hp.optimizer](groups, lr=hp.lr)
-        # The same schedule as the task base; LambdaLR scales each group's own lr.
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = build_scheduler(
-            optimizer, hp.scheduler, total_steps, max(1, total_steps // epochs), hp.warmup_epochs, hp.min_lr_ratio
-        )
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def _create_backbone(**kwargs: Any) -> Backbone:

@@ -12,7 +12,14 @@ from typing import Any
 import lightning as L
 import torch
 
-from zoo.tasks.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler, check_schedule
+from zoo.tasks.optim import (
+    OptimizerName,
+    SchedulerName,
+    build_optimizer,
+    build_scheduler,
+    check_schedule,
+    weight_decay_groups,
+)
 
 
 def _init_arg_names(cls: type) -> set[str]:
@@ -79,9 +86,13 @@ class TaskModule(L.LightningModule):
         if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
             self.log(name, value)
 
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """Param groups of the default optimizer (a subclass may give groups their own ``lr``)."""
+        return weight_decay_groups(self, self.hparams.weight_decay)
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = build_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        optimizer = build_optimizer(self.optimizer_param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         scheduler = build_scheduler(

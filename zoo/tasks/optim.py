@@ -17,13 +17,20 @@ OptimizerName = Literal["adamw", "adam", "sgd"]
 SchedulerName = Literal["none", "cosine", "onecycle", "step", "plateau"]
 
 
-def build_optimizer(
-    model: nn.Module, name: OptimizerName, lr: float, weight_decay: float, momentum: float
-) -> torch.optim.Optimizer:
-    """Build an optimizer; biases, normalization weights (1-d parameters) and the names a model lists in
-    ``no_weight_decay()`` (e.g. a ViT's position embedding and class token) get no weight decay."""
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: biases, normalization weights (1-d parameters) and the names a model lists
+    in ``no_weight_decay()`` (e.g. a ViT's position embedding and class token) get no weight decay."""
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
-    params = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
+
+
+def build_optimizer(
+    params: nn.Module | list[dict[str, Any]], name: OptimizerName, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
+    """Build an optimizer over a model (split by :func:`weight_decay_groups`) or over ready param groups, whose own
+    ``lr`` and ``weight_decay`` keys win over ``lr`` and ``weight_decay``."""
+    if isinstance(params, nn.Module):
+        params = weight_decay_groups(params, weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr)
     if name == "adam":
