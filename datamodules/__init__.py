@@ -1,4 +1,8 @@
-"""LightningDataModules with real loading code; each exposes ``num_classes``, ``in_channels`` and ``img_size``."""
+"""LightningDataModules with real loading code.
+
+Image datamodules expose ``num_classes``, ``in_channels``, ``img_size``, ``mean`` and ``std``; sequence datamodules
+expose ``num_classes``, ``vocab_size``, ``in_features`` and ``max_length``. The CLI links these into the model.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.sequence import IGNORE_INDEX, SequenceBatch, SequenceDataModule, SequenceDataset, pad_collate
+from datamodules.sequential_mnist import DigitsSequenceDataModule, SequentialMNISTDataModule
+from datamodules.synthetic import LocalExtremaDataModule, ParityDataModule
 from datamodules.transforms import AUGMENTATIONS, build_augmentation
 
 #: Short names accepted by the ``zoo`` command (``zoo fit --data MNIST``).
@@ -20,6 +27,10 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "FashionMNIST": FashionMNISTDataModule,
     "CIFAR10": CIFAR10DataModule,
     "ImageFolder": ImageFolderDataModule,
+    "SequentialMNIST": SequentialMNISTDataModule,
+    "DigitsSequence": DigitsSequenceDataModule,
+    "Parity": ParityDataModule,
+    "LocalExtrema": LocalExtremaDataModule,
 }
 
 
@@ -36,14 +47,23 @@ def get_datamodule_class(name: str) -> type[L.LightningDataModule]:
 __all__ = [
     "AUGMENTATIONS",
     "DATAMODULES",
+    "IGNORE_INDEX",
     "CIFAR10DataModule",
     "DigitsDataModule",
+    "DigitsSequenceDataModule",
     "FashionMNISTDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataset",
+    "LocalExtremaDataModule",
     "MNISTDataModule",
+    "ParityDataModule",
+    "SequenceBatch",
+    "SequenceDataModule",
+    "SequenceDataset",
+    "SequentialMNISTDataModule",
     "build_augmentation",
     "get_datamodule_class",
+    "pad_collate",
     "split_indices",
 ]

@@ -123,7 +123,10 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.save_hyperparameters()
+        # Kept for checkpoints and `self.hparams`, not merged into the logged hparams: Lightning refuses a key that
+        # model and data both have with values of different types (an int img_size here, the linked tuple there).
+        # The CLI saves the whole config beside the logs.
+        self.save_hyperparameters(logger=False)
         self.data_dir = os.path.expanduser(data_dir)
         self.batch_size = batch_size
         self.augmentation = build_augmentation(augment, self.img_size, self.hflip)

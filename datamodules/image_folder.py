@@ -46,7 +46,7 @@ class ImageFolderDataModule(ImageDataModule):
     Args:
         data_dir: root of the tree (see the module docstring for layouts).
         img_size: size images are resized to (an int for square).
-        channels: 3 (RGB) or 1 (grey); images are converted on load.
+        in_channels: 3 (RGB) or 1 (grey); images are converted on load.
         mean: per-channel normalization mean (ImageNet's by default, right for pretrained backbones).
         std: per-channel normalization std.
         batch_size: samples per batch.
@@ -63,7 +63,7 @@ class ImageFolderDataModule(ImageDataModule):
         self,
         data_dir: str = "data",
         img_size: int | tuple[int, int] = 224,
-        channels: int = 3,
+        in_channels: int = 3,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         batch_size: int = 32,
@@ -75,16 +75,13 @@ class ImageFolderDataModule(ImageDataModule):
         seed: int = 42,
         download: bool = False,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} values, got {mean} and {std}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(f"mean and std need {in_channels} values, got {mean} and {std}")
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.in_channels, self.mean, self.std = channels, tuple(mean), tuple(std)
+        self.in_channels, self.mean, self.std = in_channels, tuple(mean), tuple(std)
         super().__init__(data_dir, batch_size, val_fraction, augment, num_workers, pin_memory, seed, download)
-        # Linked models receive these tuples; the same values here keep the two hparams sets consistent
-        # (Lightning refuses to log one key with two values).
-        self.save_hyperparameters({**self.hparams, "img_size": self.img_size, "mean": self.mean, "std": self.std})
         self._classes: list[str] | None = None
 
     def default_num_workers(self) -> int:

@@ -31,8 +31,6 @@ from zoo.tasks import TaskModule
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULTS_YAML = os.path.join(RECIPES_DIR, "defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-#: What comes from the data; linked, so it is never set twice (models without the argument are skipped).
-LINKED_FROM_DATA = ("num_classes", "in_channels", "img_size", "mean", "std")
 #: The metric of the default checkpoint and early-stopping callbacks (recipes/defaults.yaml).
 DEFAULT_MONITOR = "val/acc"
 
@@ -52,8 +50,6 @@ class ZooCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=False, help="After `fit`, run `test` on the best checkpoint."
         )
-        for key in LINKED_FROM_DATA:
-            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -61,7 +57,9 @@ class ZooCLI(LightningCLI):
         # `--trainer.enable_progress_bar false` should win over the progress bar of a default config.
         if trainer.enable_progress_bar is False and trainer.callbacks:
             trainer.callbacks = [cb for cb in trainer.callbacks if "ProgressBar" not in cb.class_path.rsplit(".")[-1]]
-        _follow_model_monitor(config.model, trainer.callbacks or [])
+        model_class = _import_class(config.model.class_path)
+        _link_data_into_model(model_class, config.model, config.data)
+        _follow_model_monitor(model_class, trainer.callbacks or [])
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -76,10 +74,31 @@ class ZooCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def _follow_model_monitor(model: Any, callbacks: list[Any]) -> None:
+def _import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _link_data_into_model(model_class: type, model: Any, data: Any) -> None:
+    """Set the model's ``data_links`` arguments from the datamodule's attributes of the same names.
+
+    Only the arguments the chosen model's task declares and takes are linked, so its hyperparameters (and every
+    checkpoint) hold nothing it cannot be rebuilt with. The datamodule is built once here to read values that
+    come from its files (an image folder's class count); building one reads no data.
+    """
+    links = [key for key in getattr(model_class, "data_links", ()) if key in model.init_args]
+    if not links:
+        return
+    datamodule = _import_class(data.class_path)(**data.init_args.as_dict())
+    for key in links:
+        value = getattr(datamodule, key, None)
+        if value is not None:
+            model.init_args[key] = value
+
+
+def _follow_model_monitor(model_class: type, callbacks: list[Any]) -> None:
     """Point the default checkpoint and early-stopping callbacks at the model task's metric (``val/psnr``, ...)."""
-    module, _, name = model.class_path.rpartition(".")
-    monitor, mode = getattr(importlib.import_module(module), name).monitor
+    monitor, mode = model_class.monitor
     if monitor == DEFAULT_MONITOR:
         return
     for callback in callbacks:
@@ -119,9 +138,10 @@ def _model_argument(name: str) -> str:
     if name in classes:
         return f"{classes[name].__module__}.{name}"
     if zoo.is_model(name):
-        model = zoo.create_model(name)
-        init_args = {key: value for key, value in model.hparams.items() if key not in LINKED_FROM_DATA}
-        return json.dumps({"class_path": f"{type(model).__module__}.{type(model).__name__}", "init_args": init_args})
+        config = zoo.preset_config(name)  # the preset's class and arguments; nothing is built
+        links = _import_class(config["class_path"]).data_links
+        config["init_args"] = {key: value for key, value in config["init_args"].items() if key not in links}
+        return json.dumps(config)
     close = difflib.get_close_matches(name, [*zoo.list_models(), *classes], n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SystemExit(f"error: unknown model {name!r}.{hint} `zoo list` shows every model.")
@@ -162,13 +182,13 @@ def print_registry() -> None:
     from rich.table import Table
 
     models = Table(title=f"Models ({len(zoo.list_models())})")
-    for column in ("name", "class", "input", "params", "source"):
+    for column in ("name", "class", "task", "input", "params", "source"):
         models.add_column(column)
     for name in zoo.list_models():
         info = zoo.model_info(name)
         params = f"{info.num_params / 1e6:.2f}M" if info.num_params else "?"
         cls = info.fn.__annotations__.get("return", "")
-        models.add_row(name, str(cls), "x".join(map(str, info.input_size)), params, info.source)
+        models.add_row(name, str(cls), info.task, info.input_spec.describe(), params, info.source)
     data = Table(title=f"Datamodules ({len(DATAMODULES)})")
     for column in ("name", "class", "classes", "input"):
         data.add_column(column)

@@ -197,7 +197,7 @@ def test_image_folder_split_folders_and_grey(tmp_path):
     for split in ("train", "val", "test"):
         _write_tree(tmp_path / split, ("a", "b"), per_class=3)
     dm = ImageFolderDataModule(
-        data_dir=str(tmp_path), img_size=(8, 12), channels=1, mean=(0.5,), std=(0.5,), num_workers=0
+        data_dir=str(tmp_path), img_size=(8, 12), in_channels=1, mean=(0.5,), std=(0.5,), num_workers=0
     )
     dm.setup()
     assert {split: len(ds) for split, ds in dm.datasets.items()} == {"train": 6, "val": 6, "test": 6}

@@ -44,10 +44,21 @@ def test_conv1d_stack_on_sequences(norm: str) -> None:
 def test_norm_layers_per_dimensionality() -> None:
     assert isinstance(get_norm_layer("batchnorm", 1)(4), nn.BatchNorm1d)
     assert isinstance(get_norm_layer("batchnorm", 3)(4), nn.BatchNorm3d)
-    # Layer norm over the channels of a sequence must not normalize over time: a GroupNorm with one group.
-    layer = get_norm_layer("layernorm", 1)(4)
-    assert isinstance(layer, nn.GroupNorm) and layer.num_groups == 1
     assert isinstance(get_norm_layer("layernorm")(4), nn.LayerNorm)  # features (B, C)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_layer_norm_over_channels_never_mixes_positions(dims: int) -> None:
+    """A change at one position (a future time step) leaves every other position's output unchanged."""
+    layer = get_norm_layer("layernorm", dims)(4)
+    x = torch.randn(2, 4, *[6] * dims)
+    changed = x.clone()
+    changed[..., -1] += 10.0  # the last step (or column) only
+    out, out_changed = layer(x), layer(changed)
+    torch.testing.assert_close(out[..., :-1], out_changed[..., :-1])
+    assert not torch.allclose(out[..., -1], out_changed[..., -1])
+    per_position = out.movedim(1, -1)  # (B, *S, C): normalized over the channels at each position
+    torch.testing.assert_close(per_position.mean(-1), torch.zeros(per_position.shape[:-1]), atol=1e-5, rtol=0)
 
 
 def test_conv_stack_validates_arguments() -> None:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 from torch import nn
 
 import zoo
@@ -19,8 +20,13 @@ def test_list_models_by_family_and_task():
     assert set(denoisers) == {"dncnn_s", "ircnn", "unet_denoiser_small"}
     assert all(isinstance(zoo.create_model(name), zoo.Denoiser) for name in denoisers)
     classifiers = zoo.list_models(task="image_classification")
-    assert sorted(classifiers + denoisers) == zoo.list_models()
     assert all(isinstance(zoo.create_model(name), zoo.ImageClassifier) for name in classifiers)
+    sequence = zoo.list_models(task="sequence_classification")
+    assert {"lstm_smnist", "gru_parity"} <= set(sequence)
+    assert all(isinstance(zoo.create_model(name), zoo.SequenceClassifier) for name in sequence)
+    taggers = zoo.list_models(task="sequence_tagging")
+    assert all(isinstance(zoo.create_model(name), zoo.SequenceTagger) for name in taggers) and taggers
+    assert sorted(classifiers + denoisers + sequence + taggers) == zoo.list_models()
 
 
 def test_create_model_applies_overrides_and_ignores_none():
@@ -52,5 +58,29 @@ def test_duplicate_name_raises():
 def test_every_preset_has_metadata():
     for name in zoo.list_models():
         info = zoo.model_info(name)
-        assert info.name == name and info.source and len(info.input_size) >= 3
+        assert info.name == name and info.source and info.input_spec.describe()
         assert info.num_params, f"{name} has no parameter count"
+
+
+def test_input_spec_says_kind_dtype_and_length():
+    assert zoo.model_info("resnet18").input_spec == zoo.InputSpec((3, 224, 224), kind="image")
+    assert zoo.model_info("volumetric_cnn_small").input_spec.kind == "volume"
+    tokens = zoo.model_info("gru_parity").input_spec
+    assert tokens.dtype == torch.long and tokens.variable_length and tokens.vocab_size == 2
+    assert tokens.describe() == "tokens (T<=64,) int64, ids < 2"
+    assert zoo.model_info("lstm_smnist").input_spec.describe() == "series (T=28, 28) float32"
+    with pytest.raises(ValueError, match="2 dims"):
+        zoo.InputSpec((3, 4, 4), kind="series")
+    with pytest.raises(ValueError, match=r"torch\.long"):
+        zoo.InputSpec((8,), kind="tokens")  # token ids without a dtype and vocabulary
+
+
+def test_preset_config_builds_nothing(monkeypatch):
+    """Resolving the 86M-parameter ViT-B reads its arguments; no layer is constructed."""
+    built = []
+    monkeypatch.setattr(nn.Linear, "__init__", lambda self, *a, **k: built.append(a) or nn.Module.__init__(self))
+    config = zoo.preset_config("vit_base_patch16_224", num_classes=7)
+    assert config["class_path"] == "zoo.vit.VisionTransformer" and not built
+    assert config["init_args"]["embed_dim"] == 768 and config["init_args"]["num_classes"] == 7
+    with pytest.raises(zoo.UnknownModelError, match="vit_base_patch16_224"):
+        zoo.preset_config("vit_base_patch16_22")

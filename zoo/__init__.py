@@ -6,7 +6,17 @@
 ['cnn_bn', 'cnn_bn_cifar']
 """
 
-from zoo._registry import ModelInfo, UnknownModelError, create_model, is_model, list_models, model_info, register_model
+from zoo._registry import (
+    InputSpec,
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    is_model,
+    list_models,
+    model_info,
+    preset_config,
+    register_model,
+)
 from zoo.backbone import Backbone
 from zoo.cnn import CNN, SimpleCNN
 from zoo.cnn1d import SequenceCNN
@@ -15,7 +25,15 @@ from zoo.densenet import DenseNet
 from zoo.efficientnet import EfficientNet
 from zoo.mlp import MLP
 from zoo.resnet import ResNet
-from zoo.tasks import Denoiser, ImageClassifier, TaskModule
+from zoo.rnn import RNNClassifier, RNNEncoder, RNNTagger
+from zoo.tasks import (
+    ClassificationTask,
+    Denoiser,
+    ImageClassifier,
+    SequenceClassifier,
+    SequenceTagger,
+    TaskModule,
+)
 from zoo.vit import VisionTransformer
 from zoo.volumetric import CNN3D
 
@@ -24,14 +42,21 @@ __all__ = [
     "CNN3D",
     "MLP",
     "Backbone",
+    "ClassificationTask",
     "Denoiser",
     "DenseNet",
     "DnCNN",
     "EfficientNet",
     "ImageClassifier",
+    "InputSpec",
     "ModelInfo",
+    "RNNClassifier",
+    "RNNEncoder",
+    "RNNTagger",
     "ResNet",
     "SequenceCNN",
+    "SequenceClassifier",
+    "SequenceTagger",
     "SimpleCNN",
     "TaskModule",
     "UNetDenoiser",
@@ -41,5 +66,6 @@ __all__ = [
     "is_model",
     "list_models",
     "model_info",
+    "preset_config",
     "register_model",
 ]

@@ -190,6 +190,10 @@ class VisionTransformer(ImageClassifier):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that weight decay would pull toward zero for no gain (timm's list for ViT)."""
+        return {"pos_embed", "cls_token"}
+
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
         if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:

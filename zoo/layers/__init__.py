@@ -5,16 +5,20 @@ from zoo.layers.conv import ConvNormAct
 from zoo.layers.conv_blocks import Conv1dStack, ConvStack, DilatedConvStack, UpsampleBlock, conv_stages
 from zoo.layers.init import InitScheme, init_weights
 from zoo.layers.losses import focal_loss
-from zoo.layers.norm import get_norm_layer
+from zoo.layers.norm import ChannelLayerNorm, get_norm_layer
+from zoo.layers.sequence import PoolingName, SequencePooling, lengths_to_mask
 
 __all__ = [
     "ACTIVATIONS",
+    "ChannelLayerNorm",
     "Conv1dStack",
     "ConvNormAct",
     "ConvStack",
     "DilatedConvStack",
     "InitScheme",
     "Mish",
+    "PoolingName",
+    "SequencePooling",
     "Swish",
     "UpsampleBlock",
     "conv_stages",
@@ -22,4 +26,5 @@ __all__ = [
     "get_act_layer",
     "get_norm_layer",
     "init_weights",
+    "lengths_to_mask",
 ]

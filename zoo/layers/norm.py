@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 NormName = str  # "batchnorm" | "layernorm" | "groupnorm" | "none"
@@ -25,12 +26,25 @@ def get_norm_layer(name: NormName | None, dims: int = 0) -> Callable[[int], nn.M
     if key == "layernorm":
         if dims == 0:
             return nn.LayerNorm
-        # nn.LayerNorm normalizes trailing axes, not the channels of (B, C, *spatial); GroupNorm(1, C) normalizes
-        # channels and positions together, without needing the spatial size.
-        return lambda num_features: nn.GroupNorm(1, num_features)
+        return ChannelLayerNorm
     if key == "groupnorm":
         return lambda num_features: nn.GroupNorm(_num_groups(num_features), num_features)
     raise ValueError(f"Unknown norm layer {name!r}; choose from 'batchnorm', 'layernorm', 'groupnorm', 'none'.")
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of ``(B, C, *spatial)``, at each position on its own.
+
+    Unlike ``GroupNorm(1, C)``, which pools statistics over every position, no step sees another's values, so a
+    causal sequence model stays causal.
+
+    >>> x = torch.randn(2, 4, 5)
+    >>> torch.allclose(ChannelLayerNorm(4)(x), nn.LayerNorm(4)(x.transpose(1, 2)).transpose(1, 2), atol=1e-6)
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)  # (B, C, *S) -> (B, *S, C) -> back
 
 
 def _num_groups(num_features: int, max_groups: int = 32) -> int:

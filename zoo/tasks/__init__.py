@@ -1,7 +1,17 @@
 """Task bases: how a model trains (loss, metrics, optimizer), separate from what it computes."""
 
 from zoo.tasks.base import TaskModule
+from zoo.tasks.classification import ClassificationTask, classification_metrics
 from zoo.tasks.denoising import Denoiser
-from zoo.tasks.image_classification import ImageClassifier, classification_metrics
+from zoo.tasks.image_classification import ImageClassifier
+from zoo.tasks.sequence import SequenceClassifier, SequenceTagger
 
-__all__ = ["Denoiser", "ImageClassifier", "TaskModule", "classification_metrics"]
+__all__ = [
+    "ClassificationTask",
+    "Denoiser",
+    "ImageClassifier",
+    "SequenceClassifier",
+    "SequenceTagger",
+    "TaskModule",
+    "classification_metrics",
+]

@@ -6,12 +6,12 @@ given, so the defaults here never fight a user's choice.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 
+from zoo._registry import stop_if_resolving
 from zoo.tasks.optim import (
     OptimizerName,
     SchedulerName,
@@ -20,18 +20,6 @@ from zoo.tasks.optim import (
     check_schedule,
     weight_decay_groups,
 )
-
-
-def _init_arg_names(cls: type) -> set[str]:
-    """Named ``__init__`` arguments along the class chain (what ``**kwargs`` forwarding can reach)."""
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {
-        name
-        for klass in cls.__mro__
-        if "__init__" in vars(klass)
-        for name, param in inspect.signature(klass.__init__).parameters.items()
-        if param.kind in named and name != "self"
-    }
 
 
 class TaskModule(L.LightningModule):
@@ -49,7 +37,10 @@ class TaskModule(L.LightningModule):
     """
 
     #: The validation metric to checkpoint and stop on, and its direction (recipes and the ``zoo`` CLI use it).
-    monitor: tuple[str, str] = ("val/loss", "min")
+    monitor: ClassVar[tuple[str, str]] = ("val/loss", "min")
+    #: Init arguments whose values come from the data (``num_classes``, ``vocab_size``, ...): the CLI links each from
+    #: the datamodule attribute of the same name, so they are never given twice.
+    data_links: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -69,21 +60,33 @@ class TaskModule(L.LightningModule):
         check_schedule(scheduler, warmup_epochs)
         # Collects the init arguments of the whole subclass chain, so load_from_checkpoint rebuilds the model.
         self.save_hyperparameters()
-        # LightningCLI records every value linked from the datamodule (e.g. num_classes) as a hyperparameter, even
-        # one this class does not take; rebuilding from the checkpoint would then pass it and fail.
-        accepted = _init_arg_names(type(self))
-        extra = [key for key in self.hparams if not key.startswith("_") and key not in accepted]
-        if extra:
-            self.save_hyperparameters(ignore=extra)  # again, so the logged initial hparams drop them too
+        # Subclasses build their layers after this returns: zoo.preset_config stops here with the arguments.
+        stop_if_resolving(self, dict(self.hparams))
+
+    # --- what every task supplies, so one registry-driven test covers every task and preset ---------------------
+    def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> Any:
+        """A random batch in the form this task's datamodules yield (inputs and targets)."""
+        raise NotImplementedError
+
+    def batch_loss(self, batch: Any) -> torch.Tensor:
+        """The training loss of one batch, as ``training_step`` computes it (no logging, no metric updates)."""
+        raise NotImplementedError
+
+    #: Adam learning rate at which a model of this task overfits ``example_batch`` (the tests use it).
+    overfit_lr: ClassVar[float] = 1e-3
+
+    def overfit_bound(self, batch: Any) -> float:
+        """The loss a model of this task must get under when it overfits ``batch`` (the tests use it)."""
+        return 0.05
 
     def log_on_logging_steps(self, name: str, value: torch.Tensor) -> None:
         """``self.log`` a per-step value only on the steps the logger writes (and under ``fast_dev_run``).
 
-        ``self.log`` costs about as much as a small model's step; this is the check Lightning's LearningRateMonitor
-        and ThroughputMonitor use.
+        ``self.log`` costs about as much as a small model's step. The step rule is the Trainer's own: a step is
+        logged when ``global_step + 1`` is a multiple of ``log_every_n_steps``.
         """
-        trainer = self._trainer
-        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+        trainer = self.trainer
+        if trainer.fast_dev_run or (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
             self.log(name, value)
 
     def optimizer_param_groups(self) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ class Denoiser(TaskModule):
     """
 
     monitor = ("val/psnr", "max")
+    data_links = ("in_channels", "img_size", "mean", "std")
 
     def __init__(
         self,
@@ -123,10 +124,26 @@ class Denoiser(TaskModule):
     def _eval_generator(self, batch_idx: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.hparams.noise_seed * 1_000_003 + batch_idx)
 
+    # --- the task contract -----------------------------------------------------------------------------------
+    def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """``(noisy, clean)`` smooth random images (structure under the noise), normalized like the data."""
+        coarse = torch.rand(batch_size, self.in_channels, 4, 4, generator=generator)
+        clean = F.interpolate(coarse, size=self.img_size, mode="bilinear", align_corners=False)
+        noisy = self.add_noise(clean, generator if generator is not None else torch.Generator().manual_seed(0))
+        return (noisy - self.mean) / self.std, (clean - self.mean) / self.std
+
+    def batch_loss(self, batch: Any) -> torch.Tensor:
+        noisy, clean = self.noisy_clean_pair(batch)
+        return self.compute_loss(self(noisy), clean)
+
+    def overfit_bound(self, batch: Any) -> float:
+        """5% of the noise's own MSE: far better than returning the input."""
+        noisy, clean = self.noisy_clean_pair(batch)
+        return 0.05 * F.mse_loss(noisy, clean).item()
+
     # --- steps ---------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        noisy, clean = self.noisy_clean_pair(batch)
-        loss = self.compute_loss(self(noisy), clean)
+        loss = self.batch_loss(batch)
         self.train_loss.update(loss.detach())
         self.log_on_logging_steps("train/loss_step", loss.detach())
         return loss

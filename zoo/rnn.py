@@ -1,0 +1,315 @@
+"""Recurrent networks: tanh RNN, LSTM and GRU, stacked and uni- or bidirectional, over padded batches.
+
+:class:`RNNEncoder` is the plain ``nn.Module`` (token embedding or float features in, every step's states and the
+final state out); variable-length batches are packed (``pack_padded_sequence``), so a padded batch gives each
+sequence the outputs it has alone. :class:`RNNClassifier` and :class:`RNNTagger` put it on the sequence
+classification and tagging tasks. Initialization follows common practice for recurrent nets: orthogonal recurrent
+weights (Saxe et al., 2014), Xavier input weights, zero biases except an LSTM forget-gate bias of 1 (Jozefowicz et
+al., 2015), which lets gradients flow through long sequences from the first step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from zoo._registry import InputSpec, register_model
+from zoo.layers import PoolingName, SequencePooling
+from zoo.tasks import SequenceClassifier, SequenceTagger
+
+CellName = Literal["rnn", "lstm", "gru"]
+_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RNNEncoder(nn.Module):
+    """Stacked recurrent encoder over token ids ``(B, T)`` or features ``(B, T, in_features)``.
+
+    Args:
+        cell: ``"rnn"`` (tanh), ``"lstm"`` or ``"gru"``.
+        vocab_size: number of token ids (an embedding of ``embed_dim``); 0 for float features.
+        in_features: features per step of float inputs.
+        embed_dim: token embedding size.
+        hidden_size: state size per direction.
+        num_layers: stacked layers.
+        bidirectional: run a backward layer too; states are ``2 * hidden_size`` wide.
+        dropout: dropout between stacked layers.
+
+    >>> encoder = RNNEncoder("gru", in_features=3, hidden_size=8, bidirectional=True)
+    >>> states, final = encoder(torch.randn(2, 5, 3), torch.tensor([5, 2]))
+    >>> states.shape, final.shape
+    (torch.Size([2, 5, 16]), torch.Size([2, 16]))
+    """
+
+    def __init__(
+        self,
+        cell: CellName = "lstm",
+        vocab_size: int = 0,
+        in_features: int = 1,
+        embed_dim: int = 32,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if cell not in _CELLS:
+            raise ValueError(f"Unknown cell {cell!r}; choose from {', '.join(_CELLS)}.")
+        self.cell = cell
+        self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size else None
+        self.rnn = _CELLS[cell](
+            embed_dim if vocab_size else in_features,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = hidden_size * self.num_directions
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Orthogonal recurrent and Xavier input weights per gate, zero biases, LSTM forget-gate bias 1."""
+        hidden, gates = self.rnn.hidden_size, {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        for name, param in self.rnn.named_parameters():
+            if name.startswith("weight"):
+                init = nn.init.orthogonal_ if name.startswith("weight_hh") else nn.init.xavier_uniform_
+                for gate in range(gates):  # each gate's block on its own: (gates * H, in) stacks them
+                    init(param.data[gate * hidden : (gate + 1) * hidden])
+            else:
+                nn.init.zeros_(param)
+                if self.cell == "lstm" and name.startswith("bias_ih"):
+                    param.data[hidden : 2 * hidden] = 1.0  # gate order i, f, g, o
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``(B, T, output_size)`` (zero after each length) and the last layer's final state
+        ``(B, output_size)`` (forward direction at step ``lengths - 1``, backward direction at step 0)."""
+        inputs = self.embed(x) if self.embed is not None else x  # (B, T, E)
+        steps = inputs.shape[1]
+        if lengths is None or bool((lengths == steps).all()):
+            states, final = self.rnn(inputs)
+        else:
+            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            states, final = self.rnn(packed)
+            states, _ = pad_packed_sequence(states, batch_first=True, total_length=steps)
+        hidden = final[0] if self.cell == "lstm" else final  # (layers * directions, B, H)
+        last = hidden[-self.num_directions :].transpose(0, 1).flatten(1)  # (B, directions * H)
+        return states, last
+
+
+def _example_input(vocab_size: int, in_features: int, max_length: int) -> torch.Tensor:
+    steps = max_length if 0 < max_length <= 32 else 16
+    return torch.zeros(2, steps, dtype=torch.long) if vocab_size else torch.zeros(2, steps, in_features)
+
+
+class RNNClassifier(SequenceClassifier):
+    """A recurrent encoder, pooling over valid steps (the final state by default) and a linear head.
+
+    Args:
+        num_classes: number of classes.
+        vocab_size: number of token ids (0: float features).
+        in_features: features per step of float inputs.
+        max_length: longest sequence accepted (0: any).
+        pooling: ``"last"`` (the final state of each direction), ``"mean"``, ``"max"`` or ``"attention"``.
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        embed_dim: token embedding size.
+        hidden_size: state size per direction.
+        num_layers: stacked layers.
+        bidirectional: add a backward direction.
+        dropout: dropout between layers and before the head.
+        **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.SequenceClassifier`.
+
+    >>> model = RNNClassifier(num_classes=10, in_features=28, hidden_size=32)
+    >>> model(torch.randn(4, 28, 28)).shape
+    torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        vocab_size: int = 0,
+        in_features: int = 28,
+        max_length: int = 0,
+        pooling: PoolingName = "last",
+        cell: CellName = "lstm",
+        embed_dim: int = 32,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        **task_args: Any,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            vocab_size=vocab_size,
+            in_features=in_features,
+            max_length=max_length,
+            pooling=pooling,
+            **task_args,
+        )
+        self.encoder = RNNEncoder(
+            cell, vocab_size, in_features, embed_dim, hidden_size, num_layers, bidirectional, dropout
+        )
+        self.num_features = self.encoder.output_size
+        self.pool = SequencePooling(pooling, self.num_features)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes)
+        self.example_input_array = _example_input(vocab_size, in_features, max_length)
+
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled features ``(B, num_features)``."""
+        lengths = self.check_input(x, lengths)
+        states, last = self.encoder(x, lengths)
+        return self.dropout(self.pool(states, lengths, last=last))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, lengths))
+
+
+class RNNTagger(SequenceTagger):
+    """A recurrent encoder with a linear head at every step (bidirectional: each tag sees the whole sequence).
+
+    Args:
+        num_classes: number of tags.
+        vocab_size: number of token ids (0: float features).
+        in_features: features per step of float inputs.
+        max_length: longest sequence accepted (0: any).
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        embed_dim: token embedding size.
+        hidden_size: state size per direction.
+        num_layers: stacked layers.
+        bidirectional: add a backward direction.
+        dropout: dropout between layers and before the head.
+        **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.SequenceTagger`.
+
+    >>> model = RNNTagger(num_classes=3, vocab_size=10, hidden_size=16, bidirectional=True)
+    >>> model(torch.randint(0, 10, (2, 7))).shape
+    torch.Size([2, 7, 3])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        vocab_size: int = 16,
+        in_features: int = 1,
+        max_length: int = 0,
+        cell: CellName = "lstm",
+        embed_dim: int = 32,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        **task_args: Any,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, vocab_size=vocab_size, in_features=in_features, max_length=max_length, **task_args
+        )
+        self.encoder = RNNEncoder(
+            cell, vocab_size, in_features, embed_dim, hidden_size, num_layers, bidirectional, dropout
+        )
+        self.num_features = self.encoder.output_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes)
+        self.example_input_array = _example_input(vocab_size, in_features, max_length)
+
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-step features ``(B, T, num_features)``, zero after each length."""
+        lengths = self.check_input(x, lengths)
+        return self.dropout(self.encoder(x, lengths)[0])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, lengths))  # (B, T, num_classes)
+
+
+def _create_rnn_classifier(**kwargs: Any) -> RNNClassifier:
+    return RNNClassifier(**kwargs)
+
+
+def _create_rnn_tagger(**kwargs: Any) -> RNNTagger:
+    return RNNTagger(**kwargs)
+
+
+_SMNIST = InputSpec((28, 28), kind="series")
+
+
+@register_model(
+    input_size=_SMNIST, num_params=214_282, source="LSTM on sequential MNIST rows", task="sequence_classification"
+)
+def lstm_smnist(**overrides: Any) -> RNNClassifier:
+    """Two LSTM layers of 128 over the 28 rows of an MNIST image (28 features a step)."""
+    preset = dict(num_classes=10, in_features=28, max_length=28, cell="lstm", hidden_size=128, num_layers=2)
+    return _create_rnn_classifier(**dict(preset, **overrides))
+
+
+@register_model(
+    input_size=InputSpec((8, 8), kind="series"),
+    num_params=19_594,
+    source="LSTM on the rows of 8x8 digits",
+    task="sequence_classification",
+)
+def lstm_digits(**overrides: Any) -> RNNClassifier:
+    """One LSTM layer of 64 over the 8 rows of scikit-learn's 8x8 digits."""
+    preset = dict(num_classes=10, in_features=8, max_length=8, cell="lstm", hidden_size=64)
+    return _create_rnn_classifier(**dict(preset, **overrides))
+
+
+@register_model(
+    input_size=InputSpec((64,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=2),
+    num_params=15_906,
+    source="GRU on variable-length bit strings (parity)",
+    task="sequence_classification",
+)
+def gru_parity(**overrides: Any) -> RNNClassifier:
+    """One GRU layer of 64 over bits (embedded in 16 dims), up to 64 steps, final-state pooling."""
+    preset = dict(num_classes=2, vocab_size=2, max_length=64, cell="gru", embed_dim=16, hidden_size=64)
+    return _create_rnn_classifier(**dict(preset, **overrides))
+
+
+@register_model(
+    input_size=InputSpec((64,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=16),
+    num_params=51_075,
+    source="bidirectional LSTM tagger (Graves & Schmidhuber, 2005)",
+    task="sequence_tagging",
+)
+def bilstm_tagger(**overrides: Any) -> RNNTagger:
+    """A bidirectional LSTM layer of 64 per direction over tokens of a 16-id vocabulary, a tag per step."""
+    preset = dict(num_classes=3, vocab_size=16, max_length=64, cell="lstm", hidden_size=64, bidirectional=True)
+    return _create_rnn_tagger(**dict(preset, **overrides))
+
+
+@register_model(
+    input_size=InputSpec((16,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=8),
+    num_params=1_573,
+    source="tiny tanh RNN (Elman, 1990) for fast tests",
+    task="sequence_classification",
+)
+def rnn_tanh_test(**overrides: Any) -> RNNClassifier:
+    """A tanh RNN of 32 units with attention pooling over tokens of an 8-id vocabulary."""
+    preset = dict(
+        num_classes=4, vocab_size=8, max_length=16, cell="rnn", embed_dim=8, hidden_size=32, pooling="attention"
+    )
+    return _create_rnn_classifier(**dict(preset, **overrides))
+
+
+@register_model(
+    input_size=InputSpec((16, 4), kind="series", variable_length=True),
+    num_params=2_722,
+    source="tiny two-layer GRU tagger for fast tests",
+    task="sequence_tagging",
+)
+def gru_tagger_test(**overrides: Any) -> RNNTagger:
+    """Two GRU layers of 16 over 4 features a step, a tag per step."""
+    preset = dict(
+        num_classes=2,
+        vocab_size=0,
+        in_features=4,
+        max_length=16,
+        cell="gru",
+        hidden_size=16,
+        num_layers=2,
+        bidirectional=False,
+    )
+    return _create_rnn_tagger(**dict(preset, **overrides))
