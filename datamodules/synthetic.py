@@ -95,7 +95,7 @@ def local_extrema_tags(tokens: torch.Tensor) -> torch.Tensor:
     >>> local_extrema_tags(torch.tensor([1, 3, 2, 2, 0, 5])).tolist()
     [2, 1, 0, 0, 2, 1]
     """
-    padded = torch.cat([tokens[:1], tokens, tokens[-1:]])  # an edge has one neighbour: compare with it twice
+    padded = torch.cat([tokens[1:2], tokens, tokens[-2:-1]])  # an edge has one neighbour: compare with it twice
     left, right = padded[:-2], padded[2:]
     above = (tokens > left) & (tokens > right) if len(tokens) > 1 else torch.zeros_like(tokens, dtype=torch.bool)
     below = (tokens < left) & (tokens < right) if len(tokens) > 1 else torch.zeros_like(tokens, dtype=torch.bool)

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
 from callbacks import checkpoint_filename
-from datamodules import DATAMODULES, get_datamodule_class
+from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from zoo.tasks import TaskModule
 
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -194,11 +194,20 @@ def print_registry() -> None:
         data.add_column(column)
     for name, cls in DATAMODULES.items():
         num_classes = getattr(cls, "num_classes", None)
-        size = "x".join(map(str, (cls.in_channels, *cls.img_size))) if hasattr(cls, "img_size") else "from files"
+        size = _data_input(cls)
         data.add_row(name, cls.__name__, str(num_classes) if isinstance(num_classes, int) else "from files", size)
     console = Console(width=None if sys.stdout.isatty() else 200)  # full names when piped
     console.print(models)
     console.print(data)
+
+
+def _data_input(cls: type) -> str:
+    """What a datamodule yields, for the table: image size, or the kind of sequences."""
+    if isinstance(getattr(cls, "img_size", None), tuple):
+        return "image " + "x".join(map(str, (cls.in_channels, *cls.img_size)))
+    if isinstance(cls, type) and issubclass(cls, SequenceDataModule):
+        return f"tokens, ids < {cls.vocab_size}" if cls.vocab_size else "series (padded, with lengths)"
+    return "from files"
 
 
 def main(args: Sequence[str] | None = None) -> ZooCLI | None:

@@ -12,7 +12,17 @@ import torch
 import yaml
 
 import zoo
-from recipes import cifar10_cnn, digits_cnn, mnist_cnn, mnist_denoise, mnist_mlp, mnist_seqcnn
+from recipes import (
+    cifar10_cnn,
+    digits_cnn,
+    extrema_bilstm,
+    mnist_cnn,
+    mnist_denoise,
+    mnist_mlp,
+    mnist_seqcnn,
+    parity_gru,
+    smnist_lstm,
+)
 from recipes.cli import expand_short_names
 from recipes.cli import main as zoo_main
 
@@ -51,6 +61,23 @@ def test_digits_recipe_runs_with_no_argument(tmp_path):
 def test_mnist_recipes_fast_dev_run(recipe, mnist_dir):
     cli = _fit(recipe, f"--data.data_dir={mnist_dir}")
     assert cli.trainer.state.finished and cli.datamodule.num_classes == 10
+
+
+def test_smnist_lstm_recipe_fast_dev_run(mnist_dir):
+    cli = _fit(smnist_lstm, f"--data.data_dir={mnist_dir}")
+    assert isinstance(cli.model, zoo.RNNClassifier) and cli.model.hparams.num_layers == 2
+    assert (cli.model.in_features, cli.model.max_length) == (28, 28)  # linked from the rows of the images
+    assert cli.trainer.gradient_clip_val == 1.0 and "test/acc" in cli.trainer.callback_metrics
+    pixels = _fit(smnist_lstm, f"--data.data_dir={mnist_dir}", "--data.init_args.mode=pixels")
+    assert (pixels.model.in_features, pixels.model.max_length) == (1, 784)
+
+
+@pytest.mark.parametrize(("recipe", "model_class"), [(parity_gru, zoo.RNNClassifier), (extrema_bilstm, zoo.RNNTagger)])
+def test_generated_sequence_recipes_run_with_no_argument(recipe, model_class):
+    cli = _fit(recipe)
+    assert isinstance(cli.model, model_class) and cli.trainer.gradient_clip_val == 1.0
+    assert cli.model.vocab_size == cli.datamodule.vocab_size and cli.model.max_length == cli.datamodule.max_length
+    assert cli.trainer.checkpoint_callback.monitor == "val/acc" and "test/acc" in cli.trainer.callback_metrics
 
 
 def test_mnist_denoise_recipe_trains_ircnn_and_checkpoints_on_psnr(mnist_dir):
@@ -140,6 +167,52 @@ def test_zoo_list_prints_every_model(capsys):
     zoo_main(["list"])
     out = capsys.readouterr().out
     assert all(name in out for name in zoo.list_models()) and "MNIST" in out and "ImageFolder" in out
+    row = next(line for line in out.splitlines() if "gru_parity" in line)
+    assert "sequence_classification" in row and "tokens (T<=64,) int64, ids < 2" in row
+    assert "SequentialMNIST" in out and "tokens, ids < 2" in out  # the Parity datamodule
+
+
+def test_zoo_fit_links_only_what_the_model_task_takes():
+    """A denoiser on Digits takes in_channels/img_size/mean/std from the data, not num_classes."""
+    cli = zoo_main(["fit", "--model", "ircnn", "--data", "Digits", "--trainer.fast_dev_run=1", *QUIET])
+    assert cli.model.in_channels == 1 and tuple(cli.model.hparams.img_size) == (8, 8)
+    assert "num_classes" not in cli.model.hparams and "vocab_size" not in cli.model.hparams
+    cli = zoo_main(
+        [
+            "fit",
+            "--model",
+            "gru_parity",
+            "--data",
+            "Parity",
+            "--data.init_args.max_length=12",
+            "--data.init_args.num_train=64",
+            "--trainer.fast_dev_run=1",
+            *QUIET,
+        ]
+    )
+    assert isinstance(cli.model, zoo.RNNClassifier) and cli.model.max_length == 12  # linked from the data
+    assert cli.model.hparams.cell == "gru" and "img_size" not in cli.model.hparams
+
+
+def test_zoo_fit_a_model_and_datamodule_sharing_an_argument_name(tmp_path):
+    """CNN's `channels` and the image folder's arguments live side by side; merging hparams does not break."""
+    _write_cifar_tree(tmp_path / "tree", per_split=6)
+    cli = zoo_main(
+        [
+            "fit",
+            "--model",
+            "CNN",
+            "--data",
+            "ImageFolder",
+            f"--data.data_dir={tmp_path / 'tree'}",
+            "--data.img_size=32",
+            "--data.num_workers=0",
+            "--model.init_args.channels=[8, 16]",
+            "--trainer.fast_dev_run=1",
+            *QUIET,
+        ]
+    )
+    assert cli.model.num_classes == 3 and cli.model.hparams.channels == [8, 16] and cli.trainer.state.finished
 
 
 def test_zoo_fit_with_preset_and_datamodule_names():

@@ -63,6 +63,14 @@ def test_no_weight_decay_on_biases_and_norm_weights():
     assert optimizer.param_groups[0]["nesterov"]
 
 
+def test_vit_position_embedding_and_class_token_are_not_decayed():
+    model = zoo.create_model("vit_tiny_patch4_32")
+    groups = model.optimizer_param_groups()  # what the default optimizer is built from
+    no_decay = {id(p) for group in groups if group["weight_decay"] == 0 for p in group["params"]}
+    assert id(model.pos_embed) in no_decay and id(model.cls_token) in no_decay
+    assert id(model.patch_embed.proj.weight) not in no_decay
+
+
 def test_lr_factor_schedules():
     assert [lr_factor(s, 100, 10, "cosine") for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
@@ -175,3 +183,36 @@ def test_train_metrics_gathered_in_chunks_equal_the_whole_epoch():
         logits = model(images)
     assert row["train/acc"] == pytest.approx((logits.argmax(-1) == targets).float().mean().item(), abs=1e-6)
     assert row["train/loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-5)
+
+
+def test_train_metric_buffer_is_bounded_in_elements(monkeypatch):
+    """Large per-step outputs are flushed by size, long before `metric_update_interval` batches gather."""
+    data = DigitsDataModule(batch_size=64, val_fraction=0.11)  # 20 full batches of (64, 10) logits
+    model = zoo.MLP(in_channels=1, img_size=8, hidden_dims=(32,), optimizer="sgd", lr=1e-30, momentum=0.0)
+    model.metric_update_interval, model.metric_buffer_elements = 1000, 2 * 64 * 10
+    sizes = []
+    update = model._update_train_metrics
+    monkeypatch.setattr(model, "_update_train_metrics", lambda: sizes.append(model._pending_elements) or update())
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(model, data)
+    assert sizes[:10] == [1280] * 10  # every second batch, never more held
+    images, targets = data.datasets["train"].__getitems__(range(len(data.datasets["train"])))
+    with torch.no_grad():
+        accuracy = (model(images).argmax(-1) == targets).float().mean()
+    assert trainer.callback_metrics["train/acc"] == pytest.approx(accuracy.item(), abs=1e-6)
+
+
+def test_loss_step_is_logged_on_the_trainers_logging_steps():
+    model = zoo.MLP(in_channels=1, img_size=8, hidden_dims=(16,))
+    logger = CSVLogger(".", name="steps")
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=7,
+        limit_val_batches=0,
+        log_every_n_steps=3,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(model, DigitsDataModule(batch_size=16))
+    assert sorted(read_csv(logger.log_dir)["train/loss_step"]) == [2, 5]  # global steps 3 and 6, 0-based
