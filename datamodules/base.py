@@ -80,7 +80,48 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return permutation[n_val:].sort().values, permutation[:n_val].sort().values
 
 
-class ImageDataModule(L.LightningDataModule):
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool | None,
+    collate_fn: Any = None,
+) -> DataLoader:
+    """A DataLoader with the collection's defaults: host memory pinned when CUDA is there (``pin_memory=None``),
+    workers kept between epochs."""
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=pin,
+        persistent_workers=num_workers > 0,
+        collate_fn=collate_fn,
+    )
+
+
+class SplitLoaders:
+    """The four dataloader hooks of a datamodule over ``_loader(split, shuffle)``; predict reads the test split."""
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class ImageDataModule(SplitLoaders, L.LightningDataModule):
     """Base of the image-classification datamodules.
 
     Subclasses set ``num_classes``, ``in_channels``, ``img_size``, ``mean``, ``std`` and implement
@@ -161,28 +202,6 @@ class ImageDataModule(L.LightningDataModule):
         workers = self.hparams.num_workers
         if workers is None:
             workers = self.default_num_workers()
-        pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
         dataset = self.datasets[split]
-        batched = isinstance(dataset, InMemoryImageDataset)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=pin,
-            persistent_workers=workers > 0,
-            collate_fn=collate_batched if batched else None,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        collate = collate_batched if isinstance(dataset, InMemoryImageDataset) else None
+        return make_loader(dataset, self.batch_size, shuffle, workers, self.hparams.pin_memory, collate)

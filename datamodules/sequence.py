@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import split_indices
+from datamodules.base import SplitLoaders, make_loader, split_indices
 
 #: Target of padded steps in tagging batches (what cross-entropy ignores by default).
 IGNORE_INDEX = -100
@@ -126,7 +126,7 @@ def split_positions(n: int, val_fraction: float, seed: int, split: SplitName) ->
     return torch.arange(n - n_val), torch.arange(n - n_val, n)
 
 
-class SequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(SplitLoaders, L.LightningDataModule):
     """Base of the sequence datamodules.
 
     Subclasses set ``num_classes``, ``vocab_size`` (0 for float features), ``in_features`` and ``max_length``
@@ -200,26 +200,4 @@ class SequenceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split (or setup() was not called)")
-        workers = self.num_workers
-        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=pin,
-            persistent_workers=workers > 0,
-            collate_fn=_collate,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return make_loader(self.datasets[split], self.batch_size, shuffle, self.num_workers, self.pin_memory, _collate)

@@ -100,9 +100,26 @@ class RNNEncoder(nn.Module):
         return states, last
 
 
-def _example_input(vocab_size: int, in_features: int, max_length: int) -> torch.Tensor:
-    steps = max_length if 0 < max_length <= 32 else 16
-    return torch.zeros(2, steps, dtype=torch.long) if vocab_size else torch.zeros(2, steps, in_features)
+def _add_layers(
+    model: SequenceClassifier | SequenceTagger,
+    cell: CellName,
+    embed_dim: int,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool,
+    dropout: float,
+) -> None:
+    """The encoder, dropout and linear head both task classes put on the network, sized from the task's inputs."""
+    model.encoder = RNNEncoder(
+        cell, model.vocab_size, model.in_features, embed_dim, hidden_size, num_layers, bidirectional, dropout
+    )
+    model.num_features = model.encoder.output_size
+    model.dropout = nn.Dropout(dropout)
+    model.head = nn.Linear(model.num_features, model.num_classes)
+    steps = model.max_length if 0 < model.max_length <= 32 else 16
+    model.example_input_array = (
+        torch.zeros(2, steps, dtype=torch.long) if model.vocab_size else torch.zeros(2, steps, model.in_features)
+    )
 
 
 class RNNClassifier(SequenceClassifier):
@@ -150,14 +167,8 @@ class RNNClassifier(SequenceClassifier):
             pooling=pooling,
             **task_args,
         )
-        self.encoder = RNNEncoder(
-            cell, vocab_size, in_features, embed_dim, hidden_size, num_layers, bidirectional, dropout
-        )
-        self.num_features = self.encoder.output_size
+        _add_layers(self, cell, embed_dim, hidden_size, num_layers, bidirectional, dropout)
         self.pool = SequencePooling(pooling, self.num_features)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, num_classes)
-        self.example_input_array = _example_input(vocab_size, in_features, max_length)
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled features ``(B, num_features)``."""
@@ -207,13 +218,7 @@ class RNNTagger(SequenceTagger):
         super().__init__(
             num_classes=num_classes, vocab_size=vocab_size, in_features=in_features, max_length=max_length, **task_args
         )
-        self.encoder = RNNEncoder(
-            cell, vocab_size, in_features, embed_dim, hidden_size, num_layers, bidirectional, dropout
-        )
-        self.num_features = self.encoder.output_size
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, num_classes)
-        self.example_input_array = _example_input(vocab_size, in_features, max_length)
+        _add_layers(self, cell, embed_dim, hidden_size, num_layers, bidirectional, dropout)
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Per-step features ``(B, T, num_features)``, zero after each length."""
