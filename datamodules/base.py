@@ -80,6 +80,14 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return permutation[n_val:].sort().values, permutation[:n_val].sort().values
 
 
+def check_batch_and_split(batch_size: int, val_fraction: float) -> None:
+    """Raise at construction for a batch size or validation fraction no loader can use."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -160,10 +168,7 @@ class ImageDataModule(SplitLoaders, L.LightningDataModule):
         download: bool = True,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        check_batch_and_split(batch_size, val_fraction)
         # Kept for checkpoints and `self.hparams`, not merged into the logged hparams: Lightning refuses a key that
         # model and data both have with values of different types (an int img_size here, the linked tuple there).
         # The CLI saves the whole config beside the logs.

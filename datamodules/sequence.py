@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import SplitLoaders, make_loader, split_indices
+from datamodules.base import SplitLoaders, check_batch_and_split, make_loader, split_indices
 
 #: Target of padded steps in tagging batches (what cross-entropy ignores by default).
 IGNORE_INDEX = -100
@@ -71,31 +71,20 @@ class SequenceDataset(Dataset):
             raise ValueError(f"{name}: {len(sequences)} sequences but {len(targets)} targets")
         self.fixed = isinstance(sequences, torch.Tensor)
         self.sequences, self.targets = sequences, targets
-        items = [sequences] if self.fixed else list(sequences)
-        for index, sequence in enumerate(items):
-            where = f"{name}" if self.fixed else f"{name}[{index}]"
-            steps = sequence.shape[1 if self.fixed else 0] if sequence.ndim else 0
-            if steps == 0:
-                raise ValueError(f"{where}: empty sequence; every sequence needs at least one step")
-            if max_length and steps > max_length:
-                raise ValueError(f"{where}: {steps} steps, more than max_length={max_length}")
-            if vocab_size:
-                if sequence.is_floating_point():
-                    raise ValueError(f"{where}: token ids must be integers (torch.long), got {sequence.dtype}")
-                if int(sequence.min()) < 0 or int(sequence.max()) >= vocab_size:
-                    raise ValueError(f"{where}: token ids must be in [0, {vocab_size - 1}]")
-            elif not sequence.is_floating_point() or sequence.shape[-1] != in_features:
-                raise ValueError(
-                    f"{where}: expected float features with {in_features} per step, got {sequence.dtype} "
-                    f"{tuple(sequence.shape)}"
-                )
-        flat = torch.cat([torch.as_tensor(t).flatten() for t in ([targets] if self.fixed else targets)])
+        _check_sequences(sequences, vocab_size, in_features, max_length, name)
+        flat = (
+            torch.as_tensor(targets).flatten()
+            if self.fixed
+            else torch.cat([torch.as_tensor(t).flatten() for t in targets])
+        )
         flat = flat[flat != IGNORE_INDEX]
-        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_classes):
-            raise ValueError(
-                f"{name}: targets must be class indices in [0, {num_classes - 1}] (num_classes={num_classes}), "
-                f"got values in [{int(flat.min())}, {int(flat.max())}]"
-            )
+        if flat.numel():
+            low, high = torch.stack(flat.aminmax()).tolist()
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"{name}: targets must be class indices in [0, {num_classes - 1}] (num_classes={num_classes}), "
+                    f"got values in [{low}, {high}]"
+                )
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -109,6 +98,32 @@ class SequenceDataset(Dataset):
         index = torch.as_tensor(indices)
         inputs = self.sequences[index]
         return SequenceBatch(inputs, self.targets[index], torch.full((len(index),), inputs.shape[1]))
+
+
+def _check_sequences(
+    sequences: torch.Tensor | Sequence[torch.Tensor], vocab_size: int, in_features: int, max_length: int, name: str
+) -> None:
+    """Lengths, dtype, feature count and token range of every sequence at once; errors name the first bad one."""
+    if isinstance(sequences, torch.Tensor):
+        values, lengths, where = sequences, torch.full((len(sequences),), sequences.shape[1]), lambda i: name
+    else:
+        values = torch.cat(list(sequences)) if len(sequences) else torch.zeros(0)
+        lengths, where = torch.tensor([len(s) for s in sequences]), lambda i: f"{name}[{i}]"
+    if (lengths == 0).any():
+        index = int((lengths == 0).nonzero()[0])
+        raise ValueError(f"{where(index)}: empty sequence; every sequence needs at least one step")
+    if max_length and (lengths > max_length).any():
+        index = int((lengths > max_length).nonzero()[0])
+        raise ValueError(f"{where(index)}: {int(lengths[index])} steps, more than max_length={max_length}")
+    if vocab_size:
+        if values.is_floating_point():
+            raise ValueError(f"{name}: token ids must be integers (torch.long), got {values.dtype}")
+        if values.numel() and not ((values >= 0) & (values < vocab_size)).all():
+            raise ValueError(f"{name}: token ids must be in [0, {vocab_size - 1}]")
+    elif not values.is_floating_point() or values.shape[-1] != in_features:
+        raise ValueError(
+            f"{name}: expected float features with {in_features} per step, got {values.dtype} {tuple(values.shape)}"
+        )
 
 
 def _collate(batch: SequenceBatch | list[tuple[torch.Tensor, torch.Tensor]]) -> SequenceBatch:
@@ -158,10 +173,7 @@ class SequenceDataModule(SplitLoaders, L.LightningDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        check_batch_and_split(batch_size, val_fraction)
         if split not in ("random", "chronological"):
             raise ValueError(f"Unknown split {split!r}; choose 'random' or 'chronological'.")
         # The subclass's own arguments (Lightning reads the outermost __init__); not logged, as for images.

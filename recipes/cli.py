@@ -205,7 +205,7 @@ def _data_input(cls: type) -> str:
     """What a datamodule yields, for the table: image size, or the kind of sequences."""
     if isinstance(getattr(cls, "img_size", None), tuple):
         return "image " + "x".join(map(str, (cls.in_channels, *cls.img_size)))
-    if isinstance(cls, type) and issubclass(cls, SequenceDataModule):
+    if issubclass(cls, SequenceDataModule):
         return f"tokens, ids < {cls.vocab_size}" if cls.vocab_size else "series (padded, with lengths)"
     return "from files"
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import zoo
 from datamodules import (
     IGNORE_INDEX,
+    DigitsDataModule,
     DigitsSequenceDataModule,
     LocalExtremaDataModule,
     ParityDataModule,
@@ -171,6 +172,12 @@ def test_digits_as_sequences_are_embedded_and_split():
     assert sum(sizes.values()) == 1797 and sizes["test"] == round(1797 * 0.2)
     x, y = data.datasets["train"][0]
     assert x.shape == (8, 8) and 0 <= int(y) < 10
+    images, labels = DigitsDataModule().load_arrays(train=False)  # the same test split, as images
+    pixels = DigitsSequenceDataModule(mode="pixels")
+    pixels.setup("test")
+    expected = (images.float() / 255 - DigitsDataModule.mean[0]) / DigitsDataModule.std[0]
+    torch.testing.assert_close(pixels.datasets["test"].sequences, expected.flatten(1).unsqueeze(-1))
+    assert (pixels.max_length, pixels.in_features) == (64, 1) and torch.equal(pixels.datasets["test"].targets, labels)
 
 
 def test_generated_tasks_have_exact_answers():

@@ -151,6 +151,8 @@ def test_predict_returns_probabilities():
     probs = model.predict_step(torch.randn(4, 1, 8, 8), 0)
     assert probs.shape == (4, 10)
     torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+    x = torch.randn(4, 1, 8, 8)  # inputs alone, as a TensorDataset of inputs yields them, or with targets
+    torch.testing.assert_close(model.predict_step((x,), 0), model.predict_step((x, torch.zeros(4).long()), 0))
 
 
 def test_model_works_in_a_plain_pytorch_loop():

@@ -89,10 +89,11 @@ class RNNEncoder(nn.Module):
         ``(B, output_size)`` (forward direction at step ``lengths - 1``, backward direction at step 0)."""
         inputs = self.embed(x) if self.embed is not None else x  # (B, T, E)
         steps = inputs.shape[1]
-        if lengths is None or bool((lengths == steps).all()):
+        lengths = None if lengths is None else lengths.cpu()  # packing needs them on the CPU: move them once
+        if lengths is None or int(lengths.min()) == steps:
             states, final = self.rnn(inputs)
         else:
-            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
             states, final = self.rnn(packed)
             states, _ = pad_packed_sequence(states, batch_first=True, total_length=steps)
         hidden = final[0] if self.cell == "lstm" else final  # (layers * directions, B, H)
@@ -116,10 +117,6 @@ def _add_layers(
     model.num_features = model.encoder.output_size
     model.dropout = nn.Dropout(dropout)
     model.head = nn.Linear(model.num_features, model.num_classes)
-    steps = model.max_length if 0 < model.max_length <= 32 else 16
-    model.example_input_array = (
-        torch.zeros(2, steps, dtype=torch.long) if model.vocab_size else torch.zeros(2, steps, model.in_features)
-    )
 
 
 class RNNClassifier(SequenceClassifier):
@@ -176,9 +173,6 @@ class RNNClassifier(SequenceClassifier):
         states, last = self.encoder(x, lengths)
         return self.dropout(self.pool(states, lengths, last=last))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x, lengths))
-
 
 class RNNTagger(SequenceTagger):
     """A recurrent encoder with a linear head at every step (bidirectional: each tag sees the whole sequence).
@@ -224,9 +218,6 @@ class RNNTagger(SequenceTagger):
         """Per-step features ``(B, T, num_features)``, zero after each length."""
         lengths = self.check_input(x, lengths)
         return self.dropout(self.encoder(x, lengths)[0])
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x, lengths))  # (B, T, num_classes)
 
 
 def _create_rnn_classifier(**kwargs: Any) -> RNNClassifier:

@@ -134,8 +134,11 @@ class ClassificationTask(TaskModule):
         """Loss, flat logits and hard targets of one batch."""
         inputs, target = self.unpack_batch(batch)
         logits, target = self.flatten_outputs(self(*inputs), target)
-        self.check_target(target)
-        loss = self.compute_loss(logits, target)
+        try:
+            loss = self.compute_loss(logits, target)
+        except (IndexError, RuntimeError):
+            self.check_target(target)  # checked only on failure: the range check would sync every step
+            raise
         hard_target = target.argmax(-1) if target.is_floating_point() else target
         return loss, logits.detach(), hard_target
 
@@ -185,5 +188,8 @@ class ClassificationTask(TaskModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities (``(B, num_classes)``, or per step ``(B, T, num_classes)``)."""
-        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (tuple, list)) else (batch,)
+        if not isinstance(batch, (tuple, list)):
+            inputs = (batch,)
+        else:  # `(x,)` from a TensorDataset of inputs alone, or a training-form batch
+            inputs = (batch[0],) if len(batch) == 1 else self.unpack_batch(batch)[0]
         return self(*inputs).softmax(-1)

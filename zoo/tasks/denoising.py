@@ -129,7 +129,7 @@ class Denoiser(TaskModule):
         """``(noisy, clean)`` smooth random images (structure under the noise), normalized like the data."""
         coarse = torch.rand(batch_size, self.in_channels, 4, 4, generator=generator)
         clean = F.interpolate(coarse, size=self.img_size, mode="bilinear", align_corners=False)
-        noisy = self.add_noise(clean, generator if generator is not None else torch.Generator().manual_seed(0))
+        noisy = self.add_noise(clean, generator)
         return (noisy - self.mean) / self.std, (clean - self.mean) / self.std
 
     def batch_loss(self, batch: Any) -> torch.Tensor:

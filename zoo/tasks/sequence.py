@@ -45,6 +45,25 @@ class _SequenceTask(ClassificationTask):
                 f"{max_length}"
             )
         self.vocab_size, self.in_features, self.max_length = vocab_size, in_features, max_length
+        shape = (2, self.example_steps) if vocab_size else (2, self.example_steps, in_features)
+        self.example_input_array = torch.zeros(shape, dtype=torch.long if vocab_size else torch.float32)
+
+    @property
+    def example_steps(self) -> int:
+        """Length of the example inputs: ``max_length`` when short, else 16."""
+        return self.max_length if 0 < self.max_length <= 32 else 16
+
+    def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``(B, num_features)`` per sequence, or ``(B, T, num_features)`` per step."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        try:
+            features = self.forward_features(x, lengths)
+        except IndexError:
+            self.check_token_ids(x)  # an id outside the embedding; checked only then, as it would sync every step
+            raise
+        return self.forward_head(features)
 
     def unpack_batch(self, batch: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """``(x, lengths)`` and the targets of ``(x, target[, lengths])``."""
@@ -62,11 +81,6 @@ class _SequenceTask(ClassificationTask):
                 raise ValueError(
                     f"{name} expects token ids of shape (B, T) and dtype torch.long, got {x.dtype} {tuple(x.shape)}"
                 )
-            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
-                raise ValueError(
-                    f"{name} has vocab_size={self.vocab_size}: token ids must be in [0, {self.vocab_size - 1}], "
-                    f"got values in [{int(x.min())}, {int(x.max())}]"
-                )
         elif x.ndim != 3 or x.shape[-1] != self.in_features or not x.is_floating_point():
             raise ValueError(
                 f"{name} expects float features of shape (B, T, {self.in_features}), got {x.dtype} {tuple(x.shape)}"
@@ -80,14 +94,25 @@ class _SequenceTask(ClassificationTask):
             return torch.full((batch,), steps, dtype=torch.long, device=x.device)
         if lengths.shape != (batch,):
             raise ValueError(f"{name} expects lengths of shape ({batch},), got {tuple(lengths.shape)}")
-        if int(lengths.min()) < 1 or int(lengths.max()) > steps:
+        low, high = torch.stack(lengths.aminmax()).tolist()  # one transfer
+        if low < 1 or high > steps:
             empty = (lengths < 1).nonzero().flatten().tolist()
             problem = f"empty sequences at batch positions {empty}" if empty else f"lengths above T={steps}"
             raise ValueError(f"{name} got {problem}; every length must be in [1, {steps}]")
         return lengths
 
+    def check_token_ids(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the valid range when a token id is outside the vocabulary."""
+        if self.vocab_size and x.numel():
+            low, high = torch.stack(x.aminmax()).tolist()
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"{type(self).__name__} has vocab_size={self.vocab_size}: token ids must be in "
+                    f"[0, {self.vocab_size - 1}], got values in [{low}, {high}]"
+                )
+
     def _example_inputs(self, batch_size: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
-        steps = self.max_length if 0 < self.max_length <= 32 else 16
+        steps = self.example_steps
         if self.vocab_size:
             x = torch.randint(0, self.vocab_size, (batch_size, steps), generator=generator)
         else:
