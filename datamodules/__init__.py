@@ -10,7 +10,7 @@ import difflib
 
 import lightning as L
 
-from datamodules.base import ImageDataModule, InMemoryImageDataset, split_indices
+from datamodules.base import EvalDistributedSampler, ImageDataModule, InMemoryImageDataset, make_loader, split_indices
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
 from datamodules.image_folder import ImageFolderDataModule
@@ -51,6 +51,7 @@ __all__ = [
     "CIFAR10DataModule",
     "DigitsDataModule",
     "DigitsSequenceDataModule",
+    "EvalDistributedSampler",
     "FashionMNISTDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
@@ -64,6 +65,7 @@ __all__ = [
     "SequentialMNISTDataModule",
     "build_augmentation",
     "get_datamodule_class",
+    "make_loader",
     "pad_collate",
     "split_indices",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from datamodules.transforms import AugmentName, build_augmentation, normalize_batch
@@ -88,6 +89,26 @@ def check_batch_and_split(batch_size: int, val_fraction: float) -> None:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
 
+class EvalDistributedSampler(DistributedSampler):
+    """Every sample exactly once over all ranks (rank ``r`` reads ``r, r + W, r + 2W, ...``), in order.
+
+    Lightning's default ``DistributedSampler`` pads the evaluation set with repeated samples so that each rank gets
+    the same count, and the metrics then count those twice. Ranks may get one batch fewer here, which is safe for
+    evaluation: no collective runs per step (losses and metrics are torchmetrics objects, synced at epoch end).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        if len(dataset) < self.num_replicas:
+            raise ValueError(
+                f"An evaluation set of {len(dataset)} samples cannot be split over {self.num_replicas} ranks"
+            )
+        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -97,12 +118,16 @@ def make_loader(
     collate_fn: Any = None,
 ) -> DataLoader:
     """A DataLoader with the collection's defaults: host memory pinned when CUDA is there (``pin_memory=None``),
-    workers kept between epochs."""
+    workers kept between epochs, and under DDP an evaluation loader that reads each sample once
+    (:class:`EvalDistributedSampler`; Lightning shards the training loader itself)."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    sampler = EvalDistributedSampler(dataset) if distributed and not shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin,
         persistent_workers=num_workers > 0,

@@ -80,7 +80,9 @@ class ClassificationTask(TaskModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.train_loss = MeanMetric()
+        # Losses are torchmetrics objects like the metrics: under DDP every logged value covers every rank's samples
+        # (a plateau schedule and early stopping then decide the same on all ranks).
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._pending_elements = 0
 
@@ -173,17 +175,19 @@ class ClassificationTask(TaskModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, target = self.shared_step(batch)
         self.val_metrics.update(logits, target)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=target.shape[0])
+        self.val_loss.update(loss, weight=target.shape[0])
 
     def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, target = self.shared_step(batch)
         self.test_metrics.update(logits, target)
-        self.log("test/loss", loss, on_epoch=True, batch_size=target.shape[0])
+        self.test_loss.update(loss, weight=target.shape[0])
 
     def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_loss)
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

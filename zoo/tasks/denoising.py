@@ -77,7 +77,8 @@ class Denoiser(TaskModule):
         # Buffers (not saved: the hyperparameters rebuild them) so they follow the module's device.
         self.register_buffer("mean", _per_channel(mean, 0.0, in_channels, "mean"), persistent=False)
         self.register_buffer("std", _per_channel(std, 1.0, in_channels, "std"), persistent=False)
-        self.train_loss = MeanMetric()
+        # Losses and metrics are torchmetrics objects: under DDP they are reduced over every rank's samples.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         psnr = MetricCollection({"psnr": PeakSignalNoiseRatio(data_range=(0.0, 1.0))})  # clips to [0, 1]
         self.val_metrics = psnr.clone(prefix="val/")
         self.test_metrics = psnr.clone(prefix="test/")
@@ -156,12 +157,13 @@ class Denoiser(TaskModule):
         output = self(noisy)
         getattr(self, f"{split}_metrics").update(output, clean)
         getattr(self, f"{split}_input_metrics").update(noisy, clean)
-        self.log(f"{split}/loss", self.compute_loss(output, clean), on_epoch=True, batch_size=clean.shape[0])
+        getattr(self, f"{split}_loss").update(self.compute_loss(output, clean), weight=clean.shape[0])
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss)
         self.log_dict(self.val_metrics, prog_bar=True)
         self.log_dict(self.val_input_metrics)
 
@@ -169,6 +171,7 @@ class Denoiser(TaskModule):
         self._eval_step(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_loss)
         self.log_dict(self.test_metrics)
         self.log_dict(self.test_input_metrics)
 
