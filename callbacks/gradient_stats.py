@@ -80,10 +80,10 @@ class GradientStatsMonitor(Callback):
         self._last_step = step
 
         grads = [_dense(p.grad) for _, p in named]
-        grad_norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])
+        grad_norms = torch.stack([torch.linalg.vector_norm(g, dtype=_norm_dtype(g)) for g in grads])
         norms = [grad_norms, torch.linalg.vector_norm(grad_norms)[None]]
         if self.per_layer:
-            norms.append(torch.stack([torch.linalg.vector_norm(p.detach(), dtype=torch.float32) for _, p in named]))
+            norms.append(torch.stack([torch.linalg.vector_norm(p.detach(), dtype=_norm_dtype(p)) for _, p in named]))
         # One device->host copy for all numbers: (P grad norms, total, P weight norms when per layer).
         values = torch.cat(norms).tolist()
         n = len(named)
@@ -124,6 +124,11 @@ class GradientStatsMonitor(Callback):
                     f"{len(exploding)} parameter(s): {_short_list(exploding)}. Lower the learning rate or clip "
                     "gradients (`Trainer(gradient_clip_val=...)`). (Warned once.)"
                 )
+
+
+def _norm_dtype(tensor: Tensor) -> torch.dtype:
+    """Norms in float32 at least: half-precision tensors are upcast, float64 ones (``precision=64``) kept."""
+    return torch.promote_types(tensor.dtype, torch.float32)
 
 
 def _dense(grad: Tensor) -> Tensor:

@@ -263,6 +263,7 @@ class Backbone(ImageClassifier):
         self.train(True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # The checkpoint holds every weight, so rebuilding it (load_from_checkpoint, or a CLI `test --ckpt_path`,
         # which reads these hyperparameters) must not need the pretrained file or cache it came from.
         checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "pretrained": False, "weights_path": None}

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
+from zoo._hparams import to_primitive
 from zoo._registry import stop_if_resolving
 from zoo.tasks.optim import (
     OptimizerName,
@@ -60,8 +61,35 @@ class TaskModule(L.LightningModule):
         check_schedule(scheduler, warmup_epochs)
         # Collects the init arguments of the whole subclass chain, so load_from_checkpoint rebuilds the model.
         self.save_hyperparameters()
+        # Hydra's ListConfig/DictConfig, numpy values and tuples as plain lists, dicts and scalars: checkpoints load
+        # with weights_only=True, hparams.yaml (written from hparams_initial) with yaml.safe_load.
+        self.save_hyperparameters({key: to_primitive(value, key) for key, value in self.hparams.items()})
         # Subclasses build their layers after this returns: zoo.preset_config stops here with the arguments.
         stop_if_resolving(self, dict(self.hparams))
+
+    @property
+    def example_input_array(self) -> Any:
+        """The example input, in the parameters' floating dtype: ``precision="64-true"`` converts the parameters but
+        not this tensor, and Lightning's model summary feeds it as it is."""
+        example = self._example_input_array
+        if isinstance(example, torch.Tensor) and example.is_floating_point() and example.dtype != self.dtype:
+            return example.to(self.dtype)
+        return example
+
+    @example_input_array.setter
+    def example_input_array(self, example: Any) -> None:
+        self._example_input_array = example
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the model's and the datamodule's hyperparameters as primitives (a datamodule from another project
+        may hold omegaconf values, which Lightning copies into the checkpoint as they are)."""
+        for key, type_key in (
+            ("hyper_parameters", "hparams_type"),
+            ("datamodule_hyper_parameters", "datamodule_hparams_type"),
+        ):
+            if key in checkpoint:
+                checkpoint[key] = to_primitive(checkpoint[key], key)
+                checkpoint.pop(type_key, None)  # DictConfig when the hparams were one; a dict now
 
     # --- what every task supplies, so one registry-driven test covers every task and preset ---------------------
     def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> Any:
