@@ -93,8 +93,10 @@ class EvalDistributedSampler(DistributedSampler):
     """Every sample exactly once over all ranks (rank ``r`` reads ``r, r + W, r + 2W, ...``), in order.
 
     Lightning's default ``DistributedSampler`` pads the evaluation set with repeated samples so that each rank gets
-    the same count, and the metrics then count those twice. Ranks may get one batch fewer here, which is safe for
-    evaluation: no collective runs per step (losses and metrics are torchmetrics objects, synced at epoch end).
+    the same count, and the metrics then count those twice. Ranks may then get one batch fewer, which is safe as long
+    as evaluation runs no per-step collective: losses and metrics are torchmetrics objects, synced at epoch end
+    (``self.log(..., sync_dist=True)`` in an evaluation step would hang). The one collective of DDP's first
+    evaluation forward, a buffer broadcast, runs on every rank, since each gets at least one batch.
     """
 
     def __init__(self, dataset: Dataset) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,6 @@ from recipes import (
 from recipes.cli import expand_short_names
 from recipes.cli import main as zoo_main
 
-REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -150,11 +148,6 @@ def test_test_and_predict_from_a_checkpoint_rebuild_the_saved_model(tmp_path):
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(len(probabilities)))
 
 
-def test_bf16_mixed_precision_on_cpu():
-    cli = _fit(digits_cnn, "--trainer.precision=bf16-mixed")
-    assert cli.trainer.precision == "bf16-mixed" and cli.trainer.state.finished
-
-
 def test_progress_bar_flag_wins_over_the_default_callback():
     cli = _fit(digits_cnn)
     assert cli.trainer.progress_bar_callback is None
@@ -236,18 +229,6 @@ def test_zoo_unknown_names_suggest_close_matches():
         expand_short_names(["fit", "--model", "cnn_digit"])
     with pytest.raises(SystemExit, match="Did you mean MNIST"):
         expand_short_names(["fit", "--data=MNSIT"])
-
-
-def test_recipe_runs_as_a_module_and_ddp_with_two_cpu_processes(tmp_path):
-    """`python -m recipes.digits_cnn fit` in a real process, with DDP over 2 CPU processes (gloo)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable, "-m", "recipes.digits_cnn", "fit", "--trainer.strategy=ddp", "--trainer.devices=2",
-        "--trainer.accelerator=cpu", "--trainer.max_epochs=1", *QUIET,
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test/acc" in result.stdout and (tmp_path / "logs" / "digits_cnn" / "version_0" / "checkpoints").is_dir()
 
 
 def test_recipe_callbacks_match_default_callbacks():
