@@ -81,7 +81,8 @@ def default_callbacks(
             filename=checkpoint_filename(monitor),
             auto_insert_metric_name=False,
         ),
-        EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+        # Checked after validation only: a run that stops mid-epoch (max_steps) or has no validation must not fail.
+        EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=False),
         LearningRateMonitor(logging_interval="step"),
         # Redrawn every 10 batches: drawing on every step costs as much as a small model's step.
         RichProgressBar(refresh_rate=10),

@@ -21,11 +21,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
 from callbacks import checkpoint_filename
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
+from recipes.run_config import DEFAULT_LOGS_ROOT, RunConfigCallback
 from zoo.tasks import TaskModule
 
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -35,15 +37,25 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_MONITOR = "val/acc"
 
 
-class ZooCLI(LightningCLI):
-    """LightningCLI over every :class:`~zoo.tasks.TaskModule` and any LightningDataModule."""
+#: Callbacks that cannot run without a logger, left out of runs with ``--trainer.logger false``.
+NEEDS_LOGGER = ("LearningRateMonitor",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+
+class ZooCLI(LightningCLI):
+    """LightningCLI over every :class:`~zoo.tasks.TaskModule` and any LightningDataModule.
+
+    Args:
+        run_name: Folder of this program's runs under ``logs/`` when the logger config names none (no logger, a
+            remote MLflow server), and the W&B project / MLflow experiment unless given.
+    """
+
+    def __init__(self, *args: Any, run_name: str = "zoo", **kwargs: Any) -> None:
+        self.run_name = run_name
         kwargs.setdefault("model_class", TaskModule)
         kwargs.setdefault("datamodule_class", L.LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", RunConfigCallback)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -60,6 +72,40 @@ class ZooCLI(LightningCLI):
         model_class = _import_class(config.model.class_path)
         _link_data_into_model(model_class, config.model, config.data)
         _follow_model_monitor(model_class, trainer.callbacks or [])
+        self._configure_logging(trainer)
+
+    def _configure_logging(self, trainer: Any) -> None:
+        """Give the loggers this program's name and folder; without a logger, drop the callbacks that need one."""
+        specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        specs = [spec for spec in specs if hasattr(spec, "class_path")]
+        first = specs[0].init_args if specs else {}
+        run_name = first.get("name") or self.run_name
+        logs_root = first.get("save_dir") or DEFAULT_LOGS_ROOT
+        for spec in specs:
+            kind, args = spec.class_path.rsplit(".", 1)[-1], spec.init_args
+            if kind == "WandbLogger" and not args.get("project"):
+                args.project = run_name  # Lightning puts W&B checkpoints under <save_dir>/<project>/<run id>
+            if kind == "MLFlowLogger" and args.get("experiment_name") in (None, "lightning_logs"):
+                args.experiment_name = run_name
+        if trainer.logger is False or trainer.logger == []:
+            kept = [cb for cb in trainer.callbacks or [] if cb.class_path.rsplit(".", 1)[-1] not in NEEDS_LOGGER]
+            if len(kept) < len(trainer.callbacks or []):
+                rank_zero_info(f"No logger: left out {', '.join(NEEDS_LOGGER)}, which logs through one.")
+                trainer.callbacks = kept
+        if self.save_config_callback is RunConfigCallback:
+            self.save_config_kwargs = {"logs_root": logs_root, "run_name": run_name, **self.save_config_kwargs}
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # A fixed TensorBoard/CSV version names a folder before the run starts: refuse a taken one now, since a
+        # failing run's loggers would still write into it.
+        logger = trainer.logger
+        if isinstance(logger, (TensorBoardLogger, CSVLogger)) and isinstance(logger.version, (int, str)):
+            resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is not None
+            for callback in trainer.callbacks:
+                if isinstance(callback, RunConfigCallback):
+                    callback.refuse_taken_folder(logger.log_dir, resuming)
+        return trainer
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -115,7 +161,8 @@ def run_recipe(recipe_file: str, args: Sequence[str] | None = None) -> ZooCLI:
     recipe_yaml = os.path.splitext(recipe_file)[0] + ".yaml"
     config_files = {"default_config_files": [DEFAULTS_YAML, recipe_yaml]}
     parser_kwargs = {subcommand: config_files for subcommand in SUBCOMMANDS}
-    return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs)
+    run_name = os.path.splitext(os.path.basename(recipe_file))[0]
+    return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs, run_name=run_name)
 
 
 # --- the `zoo` console command --------------------------------------------------------------------------------
