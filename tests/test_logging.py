@@ -125,8 +125,8 @@ def test_recipe_writes_a_wandb_offline_run_with_metrics_config_and_its_checkpoin
     pytest.importorskip("wandb")
     cli = digits_cnn.main([*SHORT, "--trainer.logger=WandbLogger", "--trainer.logger.offline=true"])
     run_id = cli.trainer.logger.version
+    run_file = Path(cli.trainer.logger.experiment.dir).parent / f"run-{run_id}.wandb"
     cli.trainer.logger.experiment.finish()
-    (run_file,) = Path("logs", "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
     deadline = time.monotonic() + 60
     while not any(record.HasField("exit") for record in _wandb_records(run_file)):  # W&B's service writes the file
         assert time.monotonic() < deadline, f"{run_file} never got its exit record"

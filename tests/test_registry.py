@@ -32,7 +32,7 @@ def test_list_models_by_family_and_task():
 def test_create_model_applies_overrides_and_ignores_none():
     model = zoo.create_model("mlp_small", num_classes=3, dropout=None, hidden_dims=(32,))
     assert isinstance(model, zoo.MLP)
-    assert model.num_classes == 3 and model.hparams.hidden_dims == (32,) and model.hparams.dropout == 0.0
+    assert model.num_classes == 3 and model.hparams.hidden_dims == [32] and model.hparams.dropout == 0.0
     assert model.head.out_features == 3
 
 

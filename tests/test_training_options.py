@@ -294,3 +294,16 @@ def test_accumulation_and_clipping_reach_every_recipe_config(recipe, capsys):
     assert exit_info.value.code == 0
     trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
     assert trainer["accumulate_grad_batches"] == 2 and trainer["gradient_clip_val"] == 0.5  # over a recipe's 1.0
+
+
+def test_the_readme_cluster_and_fsdp_flags_parse_into_the_recipe_config(capsys):
+    """The multi-GPU, multi-node and FSDP flags of the README resolve (they need GPUs to run)."""
+    options = ["--trainer.devices=8", "--trainer.num_nodes=2", "--trainer.sync_batchnorm=true"]
+    fsdp = ["--trainer.strategy=FSDPStrategy", "--trainer.strategy.auto_wrap_policy=[zoo.vit.Block]"]
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module("recipes.cifar10_vit").main(["fit", *options, *fsdp, "--print_config"])
+    assert exit_info.value.code == 0
+    trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert (str(trainer["devices"]), trainer["num_nodes"], trainer["sync_batchnorm"]) == ("8", 2, True)
+    assert trainer["strategy"]["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
+    assert trainer["strategy"]["init_args"]["auto_wrap_policy"] == ["zoo.vit.Block"]
