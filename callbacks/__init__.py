@@ -43,6 +43,7 @@ __all__ = [
     "checkpoint_filename",
     "default_callbacks",
     "diagnose",
+    "last_checkpoint",
     "log_image",
 ]
 
@@ -55,17 +56,25 @@ def checkpoint_filename(monitor: str) -> str:
     return "epoch={epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}"
 
 
+def last_checkpoint() -> ModelCheckpoint:
+    """``last.ckpt``, overwritten with the latest state after every epoch: the file to resume from."""
+    return ModelCheckpoint(filename="last", enable_version_counter=False)
+
+
 def default_callbacks(
     monitor: str = "val/acc", mode: Literal["min", "max"] = "max", patience: int = 10
 ) -> list[Callback]:
     """The callbacks every recipe starts from.
 
-    Best and last checkpoints (``epoch=003-val_acc=0.9120.ckpt`` and ``last.ckpt``), early stopping on ``monitor``,
-    per-step learning rates, a Rich progress bar and gradient statistics every 50 steps.
+    The best checkpoint on ``monitor`` (``epoch=003-val_acc=0.9120.ckpt``) and ``last.ckpt``, rewritten after every
+    epoch (Lightning's ``save_last`` writes it only when the best one changes, so it lags after the last
+    improvement), early stopping on ``monitor``, per-step learning rates, a Rich progress bar and gradient statistics
+    every 50 steps.
 
     Example:
         >>> [type(cb).__name__ for cb in default_callbacks("val/loss", mode="min")]  # doctest: +NORMALIZE_WHITESPACE
-        ['ModelCheckpoint', 'EarlyStopping', 'LearningRateMonitor', 'RichProgressBar', 'GradientStatsMonitor']
+        ['ModelCheckpoint', 'ModelCheckpoint', 'EarlyStopping', 'LearningRateMonitor', 'RichProgressBar',
+         'GradientStatsMonitor']
     """
     if not monitor:
         raise ValueError("`monitor` must name a logged metric, e.g. 'val/acc'")
@@ -75,12 +84,9 @@ def default_callbacks(
         raise ValueError(f"`patience` must be >= 0, got {patience}")
     return [
         ModelCheckpoint(
-            monitor=monitor,
-            mode=mode,
-            save_last=True,
-            filename=checkpoint_filename(monitor),
-            auto_insert_metric_name=False,
+            monitor=monitor, mode=mode, filename=checkpoint_filename(monitor), auto_insert_metric_name=False
         ),
+        last_checkpoint(),
         # Checked after validation only: a run that stops mid-epoch (max_steps) or has no validation must not fail.
         EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=False),
         LearningRateMonitor(logging_interval="step"),

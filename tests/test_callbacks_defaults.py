@@ -35,9 +35,9 @@ class Classifier(L.LightningModule):
 
 
 def test_default_set_and_settings() -> None:
-    checkpoint, early, lr, bar, grads = default_callbacks("val/loss", mode="min", patience=3)
+    checkpoint, last, early, lr, bar, grads = default_callbacks("val/loss", mode="min", patience=3)
     assert isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor == "val/loss" and checkpoint.mode == "min"
-    assert checkpoint.save_last
+    assert last.monitor is None and last.save_top_k == 1 and not last.save_last
     assert isinstance(early, EarlyStopping) and early.monitor == "val/loss" and early.patience == 3
     assert isinstance(lr, LearningRateMonitor) and lr.logging_interval == "step"
     assert isinstance(bar, RichProgressBar) and bar.refresh_rate < 100
