@@ -7,13 +7,17 @@ a copy of the distribution files works offline; a read-only ``data_dir`` is unpa
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
+import math
 import os
 import shutil
+import struct
+import zlib
 
 import torch
 from torchvision import datasets
-from torchvision.datasets.utils import extract_archive
 
 from datamodules.base import ImageDataModule
 
@@ -23,6 +27,49 @@ _MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+
+
+def read_idx_header(path: str, ndim: int) -> tuple[int, ...]:
+    """The dimensions in the header of an unsigned-byte IDX file, checked against the file's size.
+
+    Raises:
+        ValueError: naming ``path``, when it is not an IDX file of ``ndim`` dimensions or is truncated.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        header = handle.read(4 + 4 * ndim)
+    expected_magic = 0x0800 | ndim  # 0x08: unsigned bytes; low byte: number of dimensions
+    magic = struct.unpack(">I", header[:4])[0] if len(header) >= 4 else None
+    if magic != expected_magic or len(header) < 4 + 4 * ndim:
+        found = f"magic number {magic:#06x}" if magic is not None else f"{size} bytes"
+        raise ValueError(
+            f"{path} is not an IDX file of {ndim}-d unsigned bytes (expected magic number {expected_magic:#06x}, "
+            f"found {found}). Replace it with the original file (images have 3 dimensions, labels 1)."
+        )
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    expected_size = 4 + 4 * ndim + math.prod(dims)
+    if size != expected_size:
+        raise ValueError(
+            f"{path} holds {size} bytes, but its header {dims} says {expected_size}: the file is truncated or "
+            "padded. Replace it with the original file."
+        )
+    return dims
+
+
+def _gunzip(source: str, target: str) -> None:
+    """Decompress ``source`` into ``target`` through a temporary file, so a failure leaves no partial target."""
+    partial = target + ".partial"
+    try:
+        with gzip.open(source, "rb") as packed, open(partial, "wb") as unpacked:
+            shutil.copyfileobj(packed, unpacked)
+    except (EOFError, OSError, zlib.error) as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise ValueError(
+            f"{source} cannot be decompressed ({type(error).__name__}: {error}): the download was cut short or "
+            "the file is not gzip. Replace it with the original file."
+        ) from error
+    os.replace(partial, target)
 
 
 class MNISTDataModule(ImageDataModule):
@@ -54,22 +101,45 @@ class MNISTDataModule(ImageDataModule):
         return os.path.join(self.root, self.dataset_cls.__name__, "raw")
 
     def _unpack_local_archives(self) -> None:
+        """Unpack (or copy) the distribution files into ``raw_folder``; an unpacked file that fails its header check
+        (an earlier extraction cut short) is replaced from its archive when there is one."""
         for name in _MNIST_FILES:
             target = os.path.join(self.raw_folder, name)
             if os.path.exists(target):
-                continue
+                try:
+                    read_idx_header(target, 1 if "labels" in name else 3)
+                    continue
+                except ValueError:
+                    pass  # re-extracted below, or reported by _check_files when no source exists
             for source in (
                 target + ".gz",
                 os.path.join(self.data_dir, name + ".gz"),
                 os.path.join(self.data_dir, name),
             ):
-                if os.path.exists(source):
+                if os.path.exists(source) and os.path.abspath(source) != os.path.abspath(target):
                     os.makedirs(self.raw_folder, exist_ok=True)
                     if source.endswith(".gz"):
-                        extract_archive(source, self.raw_folder)
+                        _gunzip(source, target)
                     else:
                         shutil.copyfile(source, target)
                     break
+
+    def _check_files(self) -> None:
+        """Check the four files' headers and sizes, and that each image file has as many labels as images.
+
+        Runs before training, so a wrong or swapped test file is found at setup, not after the last epoch.
+        """
+        for split in ("train", "t10k"):
+            images = os.path.join(self.raw_folder, f"{split}-images-idx3-ubyte")
+            labels = os.path.join(self.raw_folder, f"{split}-labels-idx1-ubyte")
+            count, *size = read_idx_header(images, 3)
+            if tuple(size) != self.img_size:
+                raise ValueError(
+                    f"{images} holds {tuple(size)} images; {self.dataset_cls.__name__} has {self.img_size}"
+                )
+            (label_count,) = read_idx_header(labels, 1)
+            if label_count != count:
+                raise ValueError(f"{images} holds {count} images but {labels} holds {label_count} labels")
 
     def _missing_message(self) -> str:
         files = ", ".join(f"{name}.gz" for name in _MNIST_FILES)
@@ -82,6 +152,7 @@ class MNISTDataModule(ImageDataModule):
     def prepare_data(self) -> None:
         self._unpack_local_archives()
         if all(os.path.exists(os.path.join(self.raw_folder, name)) for name in _MNIST_FILES):
+            self._check_files()
             return
         if not self.hparams.download:
             raise FileNotFoundError(self._missing_message())
@@ -93,6 +164,8 @@ class MNISTDataModule(ImageDataModule):
 
     def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self._unpack_local_archives()
+        if all(os.path.exists(os.path.join(self.raw_folder, name)) for name in _MNIST_FILES):
+            self._check_files()
         try:
             dataset = self.dataset_cls(self.root, train=train, download=False)
         except RuntimeError as error:
