@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import tarfile
+import zlib
 
 import torch
 from torchvision import datasets
@@ -63,13 +64,19 @@ def read_image_tarball(path: str, classes: tuple[str, ...]) -> list[tuple[str, b
     """``(member, bytes, class index)`` of every image in a tarball laid out as ``<split>/<class>/<file>``."""
     index_of = {name: i for i, name in enumerate(classes)}
     items = []
-    with tarfile.open(path) as archive:
-        for member in archive:
-            parts = member.name.split("/")
-            if member.isfile() and len(parts) >= 3 and parts[-1].lower().endswith(IMG_EXTENSIONS):
-                if parts[-2] not in index_of:
-                    raise ValueError(f"{path}: unknown class folder {parts[-2]!r} in {member.name}")
-                items.append((f"{path}:{member.name}", archive.extractfile(member).read(), index_of[parts[-2]]))
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) >= 3 and parts[-1].lower().endswith(IMG_EXTENSIONS):
+                    if parts[-2] not in index_of:
+                        raise ValueError(f"{path}: unknown class folder {parts[-2]!r} in {member.name}")
+                    items.append((f"{path}:{member.name}", archive.extractfile(member).read(), index_of[parts[-2]]))
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        raise ValueError(
+            f"{path} cannot be read ({type(error).__name__}: {error}; {len(items)} images read before): the file is "
+            "truncated or not a (gzipped) tar archive. Replace it with the original file."
+        ) from error
     return sorted(items, key=lambda item: item[0])
 
 

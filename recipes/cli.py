@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import zoo
 from callbacks import checkpoint_filename
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
+from recipes.checkpoints import check_checkpoint_matches, read_checkpoint
 from recipes.run_config import DEFAULT_LOGS_ROOT, RunConfigCallback
 from zoo.tasks import TaskModule
 
@@ -62,6 +64,18 @@ class ZooCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=False, help="After `fit`, run `test` on the best checkpoint."
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI replaces the model config by the checkpoint's hyperparameters: compare them first.
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        if config is not None and config.get("ckpt_path"):
+            checkpoint = read_checkpoint(config.ckpt_path)
+            class_path = config.model.class_path
+            linked = getattr(_import_class(class_path), "data_links", ())
+            init_args = {key: value for key, value in config.model.init_args.items() if key not in linked}
+            check_checkpoint_matches(config.ckpt_path, checkpoint, class_path, init_args, subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -138,8 +152,28 @@ def _link_data_into_model(model_class: type, model: Any, data: Any) -> None:
     datamodule = _import_class(data.class_path)(**data.init_args.as_dict())
     for key in links:
         value = getattr(datamodule, key, None)
-        if value is not None:
-            model.init_args[key] = value
+        if value is None:
+            continue
+        given, default = model.init_args[key], _init_default(model_class, key)
+        if not _same(given, default) and not _same(given, value):
+            raise ValueError(
+                f"--model.init_args.{key}={given!r} disagrees with the data: {type(datamodule).__name__} has "
+                f"{key}={value!r}. Leave {key} out; it is set from the data."
+            )
+        model.init_args[key] = value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+
+def _init_default(model_class: type, name: str) -> Any:
+    """The default of init argument ``name``, from the first class of the MRO whose ``__init__`` declares it."""
+    for cls in model_class.__mro__:
+        parameter = inspect.signature(cls.__init__).parameters.get(name) if "__init__" in vars(cls) else None
+        if parameter is not None:
+            return parameter.default
+    return inspect.Parameter.empty
 
 
 def _follow_model_monitor(model_class: type, callbacks: list[Any]) -> None:

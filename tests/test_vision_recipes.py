@@ -116,8 +116,8 @@ def test_finetune_checkpoint_tests_offline_without_the_pretrained_weights(cifar_
     one_step = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
     weights = f"--model.init_args.weights_path={tmp_path / 'weights.pt'}"
     fit = finetune_imagefolder.main(["fit", *QUIET, *data, *one_step, weights, "--test_after_fit=false"])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
-    assert fit.model.hparams.pretrained and ckpt
+    ckpt = Path(fit.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    assert fit.model.hparams.pretrained and ckpt.is_file()
     (tmp_path / "weights.pt").unlink()  # the weights moved on; the checkpoint must not need them
 
     # The recipe's YAML still says pretrained: true; the checkpoint's hyperparameters say the weights are inside it.

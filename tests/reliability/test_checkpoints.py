@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from recipes import digits_cnn
+from recipes.cli import main as zoo_main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -28,3 +30,40 @@ def test_last_checkpoint_holds_the_final_epoch_even_after_the_best_one():
         Path(cli.trainer.checkpoint_callback.best_model_path).name,
         "last.ckpt",
     }
+
+
+SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--test_after_fit=false", *QUIET]
+
+
+@pytest.fixture
+def digits_checkpoint() -> Path:
+    cli = digits_cnn.main(["fit", *SHORT])
+    return Path(cli.trainer.logger.log_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(("content", "kind"), [(b"", "empty"), (b"epoch: 3\nlr: 0.1\n", "text"), (None, "truncated")])
+def test_an_unreadable_checkpoint_is_named(digits_checkpoint: Path, tmp_path: Path, content, kind):
+    broken = tmp_path / f"{kind}.ckpt"
+    broken.write_bytes(digits_checkpoint.read_bytes()[:1000] if content is None else content)
+    with pytest.raises(ValueError, match=rf"{kind}\.ckpt \(\d+ bytes\) is not a readable PyTorch checkpoint"):
+        digits_cnn.main(["test", f"--ckpt_path={broken}", *QUIET])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        digits_cnn.main(["test", f"--ckpt_path={tmp_path / 'missing.ckpt'}", *QUIET])
+
+
+def test_a_checkpoint_of_another_model_class_is_refused_naming_both(tmp_path: Path):
+    mlp = zoo_main(["fit", "--model=MLP", "--data=Digits", *SHORT])
+    path = Path(mlp.trainer.logger.log_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"is a checkpoint of zoo(\.mlp)?\.MLP, but this run's model is zoo\.CNN"):
+        digits_cnn.main(["test", f"--ckpt_path={path}", *QUIET])
+
+
+def test_resuming_with_changed_arguments_warns_with_both_values(digits_checkpoint: Path):
+    with pytest.warns(UserWarning, match=r"lr: 0\.1 given, 0\.003 in the checkpoint.*keeps the checkpoint's learning"):
+        resume = ["fit", f"--ckpt_path={digits_checkpoint}", "--model.init_args.lr=0.1", "--trainer.max_epochs=2"]
+        digits_cnn.main([*resume, *SHORT[1:]])
+
+
+def test_a_linked_value_given_by_hand_that_disagrees_with_the_data_is_an_error():
+    with pytest.raises(ValueError, match=r"num_classes=5 disagrees with the data: DigitsDataModule has num_classes=10"):
+        digits_cnn.main(["fit", "--model.init_args.num_classes=5", "--trainer.fast_dev_run=1", *QUIET])

@@ -85,3 +85,28 @@ def test_test_labels_of_another_size_are_found_at_setup(archives: Path):
         ValueError, match=r"t10k-images-idx3-ubyte holds 64 images but .*t10k-labels-idx1-ubyte holds 63"
     ):
         _setup(archives)
+
+
+def test_a_truncated_cifar_tarball_is_named(tmp_path: Path):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from datamodules import CIFAR10DataModule
+
+    for split in ("train", "test"):
+        with tarfile.open(tmp_path / f"cifar10-jpeg-{split}.tar.gz", "w:gz") as archive:
+            for index in range(40):
+                buffer = io.BytesIO()
+                Image.effect_noise((32, 32), 64 + index).convert("RGB").save(buffer, format="JPEG")
+                member = tarfile.TarInfo(f"{split}/{('cat', 'dog')[index % 2]}/{index}.jpg")
+                member.size = buffer.tell()
+                archive.addfile(member, io.BytesIO(buffer.getvalue()))
+    data = CIFAR10DataModule(tmp_path, batch_size=8, val_fraction=0.25)
+    data.setup("fit")
+    assert len(data.datasets["train"]) + len(data.datasets["val"]) == 40
+    archive = tmp_path / "cifar10-jpeg-train.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-200])
+    with pytest.raises(ValueError, match=r"cifar10-jpeg-train\.tar\.gz cannot be read .*truncated or not a"):
+        CIFAR10DataModule(tmp_path, batch_size=8).setup("fit")

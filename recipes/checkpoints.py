@@ -1,0 +1,80 @@
+"""Checkpoints given on the command line: read safely, and compared with the run's own config before anything runs."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from zoo._hparams import to_primitive
+
+
+def _resolve(class_path: str) -> Any:
+    """The class a path names (``zoo.MLP`` and ``zoo.mlp.MLP`` are one), or the path when it cannot be imported."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (memory-mapped, so large ones cost little to inspect).
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: naming ``path`` when it is not a readable PyTorch checkpoint (empty, truncated, another format).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--ckpt_path {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # zip, unpickling and weights_only failures come in many types
+        size = os.path.getsize(path)
+        raise ValueError(
+            f"{path} ({size} bytes) is not a readable PyTorch checkpoint ({type(error).__name__}: {error}). "
+            "Give a .ckpt file written by a Trainer, e.g. logs/<recipe>/version_N/checkpoints/last.ckpt."
+        ) from error
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} holds no Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint
+
+
+def check_checkpoint_matches(
+    path: str, checkpoint: Mapping[str, Any], class_path: str, init_args: Mapping[str, Any], subcommand: str
+) -> None:
+    """Refuse a checkpoint of another model class, and warn about each argument whose value differs from it.
+
+    Raises:
+        ValueError: naming both classes, when the checkpoint was written by a model of another class.
+    """
+    saved = checkpoint.get("hyper_parameters") or {}
+    saved_class = saved.get("_class_path")
+    if saved_class and _resolve(saved_class) is not _resolve(class_path):
+        raise ValueError(
+            f"{path} is a checkpoint of {saved_class}, but this run's model is {class_path}. "
+            f"Give `--model {saved_class}` to use that checkpoint, or a checkpoint of {class_path}."
+        )
+    differences = []
+    for key, value in init_args.items():
+        if key.startswith("_") or key not in saved:
+            continue
+        try:
+            given = to_primitive(value, key)
+        except TypeError:
+            continue
+        if given != saved[key]:
+            differences.append(f"{key}: {given!r} given, {saved[key]!r} in the checkpoint")
+    if differences:
+        effect = (
+            "Resuming restores the weights, optimizer and schedule state as saved, so the optimizer keeps the "
+            "checkpoint's learning rate; start a new run (a checkpoint's weights through `--model.init_args` or "
+            "fine-tuning) to train with other values."
+            if subcommand == "fit"
+            else "The model is rebuilt with the checkpoint's values."
+        )
+        rank_zero_warn(f"The run's model arguments differ from {path}: {'; '.join(differences)}. {effect}")
