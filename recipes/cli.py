@@ -97,8 +97,12 @@ class ZooCLI(LightningCLI):
         logs_root = first.get("save_dir") or DEFAULT_LOGS_ROOT
         for spec in specs:
             kind, args = spec.class_path.rsplit(".", 1)[-1], spec.init_args
-            if kind == "WandbLogger" and not args.get("project"):
-                args.project = run_name  # Lightning puts W&B checkpoints under <save_dir>/<project>/<run id>
+            if kind == "WandbLogger":
+                if not args.get("project"):
+                    args.project = run_name  # Lightning puts W&B checkpoints under <save_dir>/<project>/<run id>
+                # W&B's service process, started once per Python process, resolves relative folders against its own
+                # working directory, which need not be the run's.
+                args.save_dir = os.path.abspath(args.get("save_dir") or ".")
             if kind == "MLFlowLogger" and args.get("experiment_name") in (None, "lightning_logs"):
                 args.experiment_name = run_name
         if trainer.logger is False or trainer.logger == []:
