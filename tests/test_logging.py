@@ -67,7 +67,7 @@ def test_recipe_logs_params_metrics_config_and_best_checkpoint_to_a_real_mlflow_
     from mlflow.tracking import MlflowClient
 
     logger = ["--trainer.logger=MLFlowLogger", f"--trainer.logger.tracking_uri={mlflow_server}"]
-    cli = digits_cnn.main([*SHORT, *logger, "--trainer.logger.log_model=true"])
+    cli = digits_cnn.main([*SHORT, *logger, "--trainer.logger.log_model=all"])
     run_id = cli.trainer.logger.run_id
     client = MlflowClient(mlflow_server)
     run = client.get_run(run_id)
