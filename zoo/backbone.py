@@ -136,8 +136,19 @@ def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
         weights = get_model_weights(name).DEFAULT
         filename = os.path.basename(weights.url)
         cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        if not os.path.isfile(os.path.join(cache, filename)):
+        path = os.path.join(cache, filename)
+        if not os.path.isfile(path):
             raise _missing_weights(TV_PREFIX + name, weights.url, cache)
+        # torchvision loads the cached file with weights_only=False, and torch hub checks its hash only on download.
+        # A file that loads with weights_only=True holds nothing but tensors and containers, so loading it either
+        # way runs no code.
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # unpickling and zip failures come in many types
+            raise ValueError(
+                f"Refusing to load {path}: it is not a plain state dict ({type(error).__name__}: {error}). "
+                f"Delete it and put the file from {weights.url} there."
+            ) from error
     return get_model(name, weights=weights)
 
 

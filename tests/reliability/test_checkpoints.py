@@ -67,3 +67,26 @@ def test_resuming_with_changed_arguments_warns_with_both_values(digits_checkpoin
 def test_a_linked_value_given_by_hand_that_disagrees_with_the_data_is_an_error():
     with pytest.raises(ValueError, match=r"num_classes=5 disagrees with the data: DigitsDataModule has num_classes=10"):
         digits_cnn.main(["fit", "--model.init_args.num_classes=5", "--trainer.fast_dev_run=1", *QUIET])
+
+
+class _Payload:
+    """Pickles as a call to ``Path.touch``: loading it without weights_only would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_tampered_torch_hub_cache_file_is_refused_and_runs_nothing(tmp_path: Path, monkeypatch):
+    import zoo
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # the name torchvision looks for
+    cached.parent.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"conv1.weight": torch.zeros(1), "extra": _Payload(marker)}, cached)
+    with pytest.raises(ValueError, match=r"Refusing to load .*resnet18-f37072fd\.pth: it is not a plain state dict"):
+        zoo.Backbone(num_classes=3, backbone="tv:resnet18", pretrained=True)
+    assert not marker.exists()
