@@ -90,3 +90,14 @@ def test_a_tampered_torch_hub_cache_file_is_refused_and_runs_nothing(tmp_path: P
     with pytest.raises(ValueError, match=r"Refusing to load .*resnet18-f37072fd\.pth: it is not a plain state dict"):
         zoo.Backbone(num_classes=3, backbone="tv:resnet18", pretrained=True)
     assert not marker.exists()
+
+
+def test_a_checkpoint_naming_a_module_outside_the_zoo_is_refused_without_importing_it(digits_checkpoint, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path.cwd()))  # as under `python -m recipes...`: the working directory is importable
+    Path("planted.py").write_text("from pathlib import Path\nPath('imported').touch()\n")
+    checkpoint = torch.load(digits_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["_class_path"] = "planted.Model"
+    torch.save(checkpoint, "planted.ckpt")
+    with pytest.raises(ValueError, match=r"names the model class planted\.Model, which is neither part of the zoo"):
+        digits_cnn.main(["test", "--ckpt_path=planted.ckpt", *QUIET])
+    assert not Path("imported").exists()
