@@ -105,10 +105,11 @@ class EvalDistributedSampler(DistributedSampler):
             raise ValueError(
                 f"An evaluation set of {len(dataset)} samples cannot be split over {self.num_replicas} ranks"
             )
-        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
+        self.indices = range(self.rank, len(dataset), self.num_replicas)
+        self.num_samples = len(self.indices)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+        return iter(self.indices)
 
 
 def make_loader(

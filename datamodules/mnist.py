@@ -100,9 +100,12 @@ class MNISTDataModule(ImageDataModule):
         """Where torchvision reads the unpacked IDX files."""
         return os.path.join(self.root, self.dataset_cls.__name__, "raw")
 
-    def _unpack_local_archives(self) -> None:
-        """Unpack (or copy) the distribution files into ``raw_folder``; an unpacked file that fails its header check
-        (an earlier extraction cut short) is replaced from its archive when there is one."""
+    def _unpack_local_archives(self) -> bool:
+        """Unpack (or copy) the distribution files into ``raw_folder`` and check them; ``False`` when some are missing.
+
+        An unpacked file that fails its header check (an earlier extraction cut short) is replaced from its archive
+        when there is one.
+        """
         for name in _MNIST_FILES:
             target = os.path.join(self.raw_folder, name)
             if os.path.exists(target):
@@ -123,6 +126,10 @@ class MNISTDataModule(ImageDataModule):
                     else:
                         shutil.copyfile(source, target)
                     break
+        if not all(os.path.exists(os.path.join(self.raw_folder, name)) for name in _MNIST_FILES):
+            return False
+        self._check_files()
+        return True
 
     def _check_files(self) -> None:
         """Check the four files' headers and sizes, and that each image file has as many labels as images.
@@ -150,9 +157,7 @@ class MNISTDataModule(ImageDataModule):
         )
 
     def prepare_data(self) -> None:
-        self._unpack_local_archives()
-        if all(os.path.exists(os.path.join(self.raw_folder, name)) for name in _MNIST_FILES):
-            self._check_files()
+        if self._unpack_local_archives():
             return
         if not self.hparams.download:
             raise FileNotFoundError(self._missing_message())
@@ -164,8 +169,6 @@ class MNISTDataModule(ImageDataModule):
 
     def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self._unpack_local_archives()
-        if all(os.path.exists(os.path.join(self.raw_folder, name)) for name in _MNIST_FILES):
-            self._check_files()
         try:
             dataset = self.dataset_cls(self.root, train=train, download=False)
         except RuntimeError as error:

@@ -30,6 +30,7 @@ from callbacks import checkpoint_filename
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches, read_checkpoint
 from recipes.run_config import DEFAULT_LOGS_ROOT, RunConfigCallback
+from zoo._hparams import to_primitive
 from zoo.tasks import TaskModule
 
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -158,8 +159,8 @@ def _link_data_into_model(model_class: type, model: Any, data: Any) -> None:
         value = getattr(datamodule, key, None)
         if value is None:
             continue
-        given, default = model.init_args[key], _init_default(model_class, key)
-        if not _same(given, default) and not _same(given, value):
+        given = to_primitive(model.init_args[key], key)
+        if given not in (to_primitive(_init_default(model_class, key), key), to_primitive(value, key)):
             raise ValueError(
                 f"--model.init_args.{key}={given!r} disagrees with the data: {type(datamodule).__name__} has "
                 f"{key}={value!r}. Leave {key} out; it is set from the data."
@@ -167,17 +168,14 @@ def _link_data_into_model(model_class: type, model: Any, data: Any) -> None:
         model.init_args[key] = value
 
 
-def _same(a: Any, b: Any) -> bool:
-    return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
-
-
 def _init_default(model_class: type, name: str) -> Any:
-    """The default of init argument ``name``, from the first class of the MRO whose ``__init__`` declares it."""
+    """The default of init argument ``name``, from the first class of the MRO whose ``__init__`` declares it (``None``
+    when none does, or it has no default)."""
     for cls in model_class.__mro__:
         parameter = inspect.signature(cls.__init__).parameters.get(name) if "__init__" in vars(cls) else None
         if parameter is not None:
-            return parameter.default
-    return inspect.Parameter.empty
+            return None if parameter.default is inspect.Parameter.empty else parameter.default
+    return None
 
 
 def _follow_model_monitor(model_class: type, callbacks: list[Any]) -> None:
