@@ -23,7 +23,7 @@ from callbacks.confusion_matrix import ConfusionMatrixLogger
 from callbacks.feature_maps import FeatureMapLogger
 from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
-from callbacks.nonfinite_guard import NonFiniteGuard
+from callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard
 from callbacks.prediction_grid import PredictionGridLogger
 from callbacks.progress import RichProgressBar
 from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
@@ -35,6 +35,7 @@ __all__ = [
     "Finding",
     "GradientStatsMonitor",
     "LRScheduleLogger",
+    "NonFiniteError",
     "NonFiniteGuard",
     "PredictionGridLogger",
     "RichProgressBar",
@@ -68,13 +69,14 @@ def default_callbacks(
 
     The best checkpoint on ``monitor`` (``epoch=003-val_acc=0.9120.ckpt``) and ``last.ckpt``, rewritten after every
     epoch (Lightning's ``save_last`` writes it only when the best one changes, so it lags after the last
-    improvement), early stopping on ``monitor``, per-step learning rates, a Rich progress bar and gradient statistics
-    every 50 steps.
+    improvement), early stopping on ``monitor``, a :class:`NonFiniteGuard` that skips any update with NaN/Inf inputs,
+    loss or gradients (stopping with an error after 20 in a row or on non-finite weights), per-step learning rates, a
+    Rich progress bar and gradient statistics every 50 steps.
 
     Example:
         >>> [type(cb).__name__ for cb in default_callbacks("val/loss", mode="min")]  # doctest: +NORMALIZE_WHITESPACE
-        ['ModelCheckpoint', 'ModelCheckpoint', 'EarlyStopping', 'LearningRateMonitor', 'RichProgressBar',
-         'GradientStatsMonitor']
+        ['ModelCheckpoint', 'ModelCheckpoint', 'EarlyStopping', 'NonFiniteGuard', 'LearningRateMonitor',
+         'RichProgressBar', 'GradientStatsMonitor']
     """
     if not monitor:
         raise ValueError("`monitor` must name a logged metric, e.g. 'val/acc'")
@@ -89,6 +91,7 @@ def default_callbacks(
         last_checkpoint(),
         # Checked after validation only: a run that stops mid-epoch (max_steps) or has no validation must not fail.
         EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=False),
+        NonFiniteGuard(action="skip", max_consecutive_skips=20),
         LearningRateMonitor(logging_interval="step"),
         # Redrawn every 10 batches: drawing on every step costs as much as a small model's step.
         RichProgressBar(refresh_rate=10),

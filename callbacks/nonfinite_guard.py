@@ -1,4 +1,4 @@
-"""Catch NaN/Inf in the loss, gradients or parameters before they reach the weights."""
+"""Catch NaN/Inf in inputs, loss, gradients, parameters and normalization statistics before they reach the weights."""
 
 from __future__ import annotations
 
@@ -9,42 +9,55 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
 Action = Literal["skip", "stop", "checkpoint_and_stop"]
 
 
-class NonFiniteGuard(Callback):
-    """Check the loss, gradients and parameters for NaN/Inf before each optimizer step and act on the first hit.
+class NonFiniteError(RuntimeError):
+    """Training went non-finite and could not go on, or a checkpoint would have held NaN/Inf."""
 
-    The check runs in ``on_before_optimizer_step`` (after backward, before clipping and the step) and costs one
-    pass over the gradients and parameters plus one host sync per checked step. When it fires, the offending update
-    is never applied, whatever the action: all gradients are set to ``None``, so the optimizer skips every parameter
-    and its state (Adam moments, step counts, momentum buffers) stays as it was. The learning-rate scheduler still
-    steps.
+
+class NonFiniteGuard(Callback):
+    """Check inputs, loss, gradients and parameters for NaN/Inf before each optimizer step and act on the first hit.
+
+    Inputs are checked as each batch arrives; the loss, gradients and parameters in ``on_before_optimizer_step``
+    (after backward, before clipping and the step). When it fires, the offending update is never applied, whatever
+    the action: all gradients are set to ``None``, so the optimizer skips every parameter and its state (Adam
+    moments, step counts, momentum buffers) stays as it was. The running statistics of normalization layers
+    (BatchNorm's ``running_mean``/``running_var``, updated by the forward pass itself) are put back as they were
+    before the batch. The learning-rate scheduler still steps. One check costs a pass over the gradients and
+    parameters, a copy of the normalization statistics and one host sync.
 
     Actions:
 
     - ``"skip"``: drop the update and go on; ``skipped_steps`` counts them (saved in checkpoints). Non-finite
       *parameters* cannot be repaired by skipping, so they stop training as ``"stop"`` does, and so does a run of
       ``max_consecutive_skips`` skipped steps.
-    - ``"stop"``: set ``trainer.should_stop``; the report (also kept in ``.report``) names the step, the loss and the
-      first non-finite parameter and gradient, in ``named_parameters()`` order.
+    - ``"stop"``: set ``trainer.should_stop``; the report (also kept in ``.report``) names the step, the batch, the
+      loss and the first non-finite input, gradient, parameter and normalization statistic.
     - ``"checkpoint_and_stop"``: save ``nonfinite-step=<step>.ckpt`` (weights from before the bad update) in
       ``dirpath`` (default: the trainer's ``default_root_dir``), then stop.
 
-    Under DDP any rank's detection is shared with all ranks, so they skip or stop together.
+    A stopped run still validates and writes its checkpoints (all finite: the bad update was never applied), then
+    ``fit`` raises :class:`NonFiniteError` with the report, so a script or scheduler sees a failed run (with
+    ``raise_on_stop=False`` it returns normally). A checkpoint of a model with non-finite weights is never written:
+    saving one raises :class:`NonFiniteError` naming the first bad tensor. Under DDP any rank's detection is shared
+    with all ranks, so they skip or stop together.
 
     Args:
         action: What to do on a non-finite value.
+        check_inputs: Check the floating-point tensors of each training batch.
         check_loss: Check the loss passed to backward.
         check_grads: Check the gradients.
         check_params: Check the parameters.
+        restore_norm_stats: Put normalization running statistics back when an update is dropped.
         every_n_steps: Check one optimizer step in this many (1: every step, the only way to skip every bad one).
         dirpath: Checkpoint folder for ``"checkpoint_and_stop"``.
         max_consecutive_skips: With ``"skip"``, stop after this many skipped steps in a row (``None``: never).
+        raise_on_stop: Raise :class:`NonFiniteError` at the end of a run the guard stopped.
 
     Example:
         >>> NonFiniteGuard(action="checkpoint_and_stop", dirpath="checkpoints/nonfinite")  # doctest: +ELLIPSIS
@@ -54,38 +67,61 @@ class NonFiniteGuard(Callback):
     def __init__(
         self,
         action: Action = "skip",
+        check_inputs: bool = True,
         check_loss: bool = True,
         check_grads: bool = True,
         check_params: bool = True,
+        restore_norm_stats: bool = True,
         every_n_steps: int = 1,
         dirpath: str | Path | None = None,
         max_consecutive_skips: int | None = None,
+        raise_on_stop: bool = True,
     ) -> None:
         if action not in ("skip", "stop", "checkpoint_and_stop"):
             raise ValueError(f"`action` must be 'skip', 'stop' or 'checkpoint_and_stop', got {action!r}")
-        if not (check_loss or check_grads or check_params):
-            raise ValueError("Enable at least one of `check_loss`, `check_grads`, `check_params`")
+        if not (check_inputs or check_loss or check_grads or check_params):
+            raise ValueError("Enable at least one of `check_inputs`, `check_loss`, `check_grads`, `check_params`")
         if every_n_steps < 1:
             raise ValueError(f"`every_n_steps` must be >= 1, got {every_n_steps}")
         if max_consecutive_skips is not None and max_consecutive_skips < 1:
             raise ValueError(f"`max_consecutive_skips` must be >= 1 or None, got {max_consecutive_skips}")
         self.action = action
+        self.check_inputs = check_inputs
         self.check_loss = check_loss
         self.check_grads = check_grads
         self.check_params = check_params
+        self.restore_norm_stats = restore_norm_stats
         self.every_n_steps = every_n_steps
         self.dirpath = dirpath
         self.max_consecutive_skips = max_consecutive_skips
+        self.raise_on_stop = raise_on_stop
 
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self.report: str | None = None
         self.checkpoint_path: str | None = None
-        # Losses of the micro-batches since the last optimizer step (gradient accumulation calls backward N times).
+        self.stopped = False
+        # Per optimizer step (gradient accumulation runs several batches per step): the losses passed to backward,
+        # the first non-finite input seen, and the normalization statistics from before the first forward pass.
         self._losses: list[Tensor] = []
+        self._bad_input: str | None = None
+        self._batch_idx: int | None = None
+        self._norm_stats: dict[str, Tensor] | None = None
 
     def _due(self, trainer: L.Trainer) -> bool:
         return trainer.global_step % self.every_n_steps == 0
+
+    @override
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._due(trainer):
+            return
+        self._batch_idx = batch_idx
+        if self.restore_norm_stats and self._norm_stats is None:
+            self._norm_stats = {name: t.detach().clone() for name, t in _norm_statistics(pl_module)}
+        if self.check_inputs and self._bad_input is None:
+            self._bad_input = _first_nonfinite_input(batch)
 
     @override
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
@@ -95,6 +131,8 @@ class NonFiniteGuard(Callback):
     @override
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
         losses, self._losses = self._losses, []
+        bad_input, self._bad_input = self._bad_input, None
+        norm_stats, self._norm_stats = self._norm_stats, None
         if not self._due(trainer):
             return
         checks = [torch.isfinite(loss).all() for loss in losses]
@@ -103,10 +141,11 @@ class NonFiniteGuard(Callback):
             checks += [torch.isfinite(p.grad).all() for _, p in named if p.grad is not None]
         if self.check_params:
             checks += [torch.isfinite(p.detach()).all() for _, p in named]
-        if not checks:
-            return
-        device = checks[0].device
-        bad = not bool(torch.stack([c.to(device) for c in checks]).all())
+        checks += [torch.isfinite(t).all() for _, t in _norm_statistics(pl_module)]
+        bad = bad_input is not None
+        if checks:
+            device = checks[0].device
+            bad = bad or not bool(torch.stack([c.to(device) for c in checks]).all())
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             self.consecutive_skips = 0
@@ -114,13 +153,19 @@ class NonFiniteGuard(Callback):
 
         step = trainer.global_step
         first_param = _first_nonfinite(named, grads=False) if self.check_params else None
+        first_stat = _first_nonfinite_tensor(_norm_statistics(pl_module))
+        if norm_stats is not None:
+            restored = dict(_norm_statistics(pl_module))
+            with torch.no_grad():
+                for name, saved in norm_stats.items():
+                    restored[name].copy_(saved)
         action = self.action
         if action == "skip" and first_param is not None:
             action = "stop"  # skipping cannot bring back parameters that are already NaN/Inf
         if action == "skip" and self.max_consecutive_skips and self.consecutive_skips + 1 >= self.max_consecutive_skips:
             action = "stop"
 
-        self.report = self._report(trainer, step, losses, named, first_param, action)
+        self.report = self._report(trainer, step, bad_input, losses, named, first_param, first_stat, action)
         for group in optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
@@ -130,24 +175,44 @@ class NonFiniteGuard(Callback):
             self.consecutive_skips += 1
             rank_zero_warn(self.report)
             return
-        if action == "checkpoint_and_stop":
+        if action == "checkpoint_and_stop" and first_param is None:
             dirpath = Path(self.dirpath if self.dirpath is not None else trainer.default_root_dir)
             self.checkpoint_path = str(dirpath / f"nonfinite-step={step}.ckpt")
             trainer.save_checkpoint(self.checkpoint_path)
             self.report += f" Checkpoint (weights before the bad update): {self.checkpoint_path}"
+        self.stopped = True
         trainer.should_stop = True
         rank_zero_warn(self.report)
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped and self.raise_on_stop:
+            raise NonFiniteError(f"Training stopped on non-finite values. {self.report}")
+
+    @override
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        tensors = [(name, p.detach()) for name, p in pl_module.named_parameters()]
+        first = _first_nonfinite_tensor([*tensors, *_norm_statistics(pl_module)])
+        if first is not None:
+            raise NonFiniteError(
+                f"Refusing to write a checkpoint at step {trainer.global_step}: {_describe(first)} holds NaN/Inf. "
+                f"Resume from the last checkpoint written before this step. {self.report or ''}".rstrip()
+            )
 
     def _report(
         self,
         trainer: L.Trainer,
         step: int,
+        bad_input: str | None,
         losses: list[Tensor],
         named: list[tuple[str, torch.nn.Parameter]],
         first_param: str | None,
+        first_stat: str | None,
         action: str,
     ) -> str:
-        parts = [f"Non-finite values at step {step} (epoch {trainer.current_epoch}):"]
+        parts = [f"Non-finite values at step {step} (epoch {trainer.current_epoch}, batch {self._batch_idx}):"]
+        if self.check_inputs:
+            parts.append(f"first non-finite input: {bad_input or 'none'};")
         if losses:
             values = ", ".join(f"{float(loss.float().mean()):g}" for loss in losses)
             parts.append(f"loss={values};")
@@ -155,7 +220,9 @@ class NonFiniteGuard(Callback):
             first_grad = _first_nonfinite(named, grads=True)
             parts.append(f"first non-finite gradient: {_describe(first_grad)};")
         if self.check_params:
-            parts.append(f"first non-finite parameter: {_describe(first_param)}.")
+            parts.append(f"first non-finite parameter: {_describe(first_param)};")
+        restored = " (restored)" if first_stat and self.restore_norm_stats else ""
+        parts.append(f"first non-finite normalization statistic: {_describe(first_stat)}{restored}.")
         what = {
             "skip": "update skipped",
             "stop": "update dropped, training stops",
@@ -175,11 +242,49 @@ class NonFiniteGuard(Callback):
 
 
 def _first_nonfinite(named: list[tuple[str, torch.nn.Parameter]], grads: bool) -> str | None:
-    for name, p in named:
-        t = p.grad if grads else p.detach()
+    return _first_nonfinite_tensor([(name, p.grad if grads else p.detach()) for name, p in named])
+
+
+def _first_nonfinite_tensor(named: list[tuple[str, Tensor | None]]) -> str | None:
+    for name, t in named:
         if t is not None and not bool(torch.isfinite(t).all()):
             return name
     return None
+
+
+def _norm_statistics(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """The floating-point running statistics of normalization layers (BatchNorm, InstanceNorm, their subclasses)."""
+    return [
+        (f"{prefix}.{name}" if prefix else name, buffer)
+        for prefix, sub in module.named_modules()
+        if getattr(sub, "running_mean", None) is not None
+        for name, buffer in sub.named_buffers(recurse=False)
+        if buffer.is_floating_point()
+    ]
+
+
+def _first_nonfinite_input(batch: Any) -> str | None:
+    """``"batch[0]: 3 of 1024 values non-finite, first at (0, 5)"`` for the first bad floating tensor, else None."""
+    found: list[str] = []
+
+    def check(t: Tensor, path: str) -> None:
+        if not found and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = ~torch.isfinite(t)
+            first = tuple(bad.nonzero()[0].tolist())
+            found.append(f"{path}: {int(bad.sum())} of {t.numel()} values non-finite, first at {first}")
+
+    def walk(obj: Any, path: str) -> None:
+        if isinstance(obj, Tensor):
+            check(obj, path)
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                walk(value, f"{path}[{key!r}]")
+        elif isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj):
+                walk(value, f"{path}[{i}]")
+
+    walk(batch, "batch")
+    return found[0] if found else None
 
 
 def _describe(name: str | None) -> str:

@@ -1,4 +1,4 @@
-"""NonFiniteGuard: NaN batches, NaN gradients and NaN parameters injected at known steps."""
+"""NonFiniteGuard: NaN batches, NaN gradients, NaN parameters and poisoned BatchNorm statistics at known steps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import NonFiniteGuard
+from callbacks import NonFiniteError, NonFiniteGuard
 
 BATCH = 4
 
@@ -75,6 +75,7 @@ def fit(
     *callbacks: L.Callback,
     max_steps: int = 6,
     ckpt_path: Path | None = None,
+    stops: bool = False,
 ) -> L.Trainer:
     trainer = L.Trainer(
         max_steps=max_steps,
@@ -89,7 +90,11 @@ def fit(
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(model, data, ckpt_path=ckpt_path)
+        if stops:  # a run the guard stopped ends with an error carrying the report
+            with pytest.raises(NonFiniteError, match="Training stopped on non-finite values. Non-finite values at"):
+                trainer.fit(model, data, ckpt_path=ckpt_path)
+        else:
+            trainer.fit(model, data, ckpt_path=ckpt_path)
     trainer.guard_warnings = [str(w.message) for w in caught if str(w.message).startswith("Non-finite values")]
     assert trainer.guard_warnings, "the guard never fired"
     return trainer
@@ -133,7 +138,7 @@ def test_skipped_count_survives_resume(tmp_path: Path) -> None:
 
 def test_stop_names_the_first_bad_gradient(tmp_path: Path) -> None:
     guard, model = NonFiniteGuard(action="stop"), TwoLayer(nan_grad_step=2)
-    trainer = fit(tmp_path, model, loader(), guard)
+    trainer = fit(tmp_path, model, loader(), guard, stops=True)
 
     assert trainer.global_step == 3  # the update at step 2 was dropped, then the loop stopped
     assert guard.report.startswith("Non-finite values at step 2")
@@ -145,7 +150,7 @@ def test_stop_names_the_first_bad_gradient(tmp_path: Path) -> None:
 
 def test_skip_escalates_to_stop_on_nonfinite_parameters(tmp_path: Path) -> None:
     guard = NonFiniteGuard(action="skip")
-    trainer = fit(tmp_path, TwoLayer(nan_param_step=2), loader(), guard)
+    trainer = fit(tmp_path, TwoLayer(nan_param_step=2), loader(), guard, stops=True)
     assert trainer.global_step == 3
     assert "first non-finite parameter: 'l2.bias'" in guard.report and "training stops" in guard.report
     assert guard.skipped_steps == 0
@@ -153,14 +158,14 @@ def test_skip_escalates_to_stop_on_nonfinite_parameters(tmp_path: Path) -> None:
 
 def test_max_consecutive_skips_stops(tmp_path: Path) -> None:
     guard = NonFiniteGuard(action="skip", max_consecutive_skips=2)
-    trainer = fit(tmp_path, TwoLayer(), loader(nan_batches=(2, 3)), guard)
+    trainer = fit(tmp_path, TwoLayer(), loader(nan_batches=(2, 3)), guard, stops=True)
     assert trainer.global_step == 4
     assert guard.skipped_steps == 1 and "training stops" in guard.report
 
 
 def test_checkpoint_and_stop_saves_the_weights_before_the_bad_update(tmp_path: Path) -> None:
     guard, snaps = NonFiniteGuard(action="checkpoint_and_stop", dirpath=tmp_path / "nan"), Snapshots()
-    trainer = fit(tmp_path, TwoLayer(), loader(nan_batches=(3,)), guard, snaps)
+    trainer = fit(tmp_path, TwoLayer(), loader(nan_batches=(3,)), guard, snaps, stops=True)
 
     path = tmp_path / "nan" / "nonfinite-step=3.ckpt"
     assert guard.checkpoint_path == str(path) and path.is_file()
@@ -190,7 +195,7 @@ def test_finite_training_is_untouched(tmp_path: Path) -> None:
     "kwargs",
     [
         {"action": "ignore"},
-        {"check_loss": False, "check_grads": False, "check_params": False},
+        {"check_inputs": False, "check_loss": False, "check_grads": False, "check_params": False},
         {"every_n_steps": 0},
         {"max_consecutive_skips": 0},
     ],
@@ -198,3 +203,57 @@ def test_finite_training_is_untouched(tmp_path: Path) -> None:
 def test_invalid_arguments_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         NonFiniteGuard(**kwargs)
+
+
+class BatchNormNet(TwoLayer):
+    """``l2(relu(bn(l1(x))))``: a NaN input reaches BatchNorm's running statistics in the forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(8)
+
+    def training_step(self, batch, batch_idx):
+        x, t = batch
+        return F.mse_loss(self.l2(self.bn(self.l1(x)).relu()), t)
+
+
+class NormStats(L.Callback):
+    """BatchNorm statistics after every step."""
+
+    def __init__(self) -> None:
+        self.after: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after[batch_idx] = torch.cat([pl_module.bn.running_mean, pl_module.bn.running_var]).clone()
+
+
+def test_nan_input_is_reported_and_batchnorm_statistics_restored(tmp_path: Path) -> None:
+    guard, stats, snaps, model = NonFiniteGuard(action="skip"), NormStats(), Snapshots(), BatchNormNet()
+    trainer = fit(tmp_path, model, loader(nan_batches=(3,)), guard, stats, snaps)
+
+    assert trainer.global_step == 6 and guard.skipped_steps == 1
+    assert "step 3 (epoch 0, batch 3)" in guard.report
+    assert "first non-finite input: batch[0]: 1 of 16 values non-finite, first at (0, 0);" in guard.report
+    assert "first non-finite normalization statistic: 'bn.running_mean' (module 'bn') (restored)" in guard.report
+    assert torch.equal(stats.after[3], stats.after[2])  # the NaN forward pass left no trace in the statistics
+    assert not torch.equal(stats.after[4], stats.after[3])  # the next batch updates them as usual
+    assert same(snaps.before[3], snaps.after[3])
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+
+
+def test_nonfinite_weights_are_never_checkpointed(tmp_path: Path) -> None:
+    guard = NonFiniteGuard()
+    trainer = L.Trainer(max_steps=1, callbacks=[guard], logger=False, enable_progress_bar=False, accelerator="cpu")
+    model = BatchNormNet()
+    trainer.fit(model, loader())
+    trainer.save_checkpoint(tmp_path / "finite.ckpt")
+    model.bn.running_var[2] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"'bn.running_var' \(module 'bn'\) holds NaN/Inf"):
+        trainer.save_checkpoint(tmp_path / "poisoned.ckpt")
+    assert (tmp_path / "finite.ckpt").is_file() and not (tmp_path / "poisoned.ckpt").exists()
+
+
+def test_raise_on_stop_false_returns(tmp_path: Path) -> None:
+    guard = NonFiniteGuard(action="stop", raise_on_stop=False)
+    trainer = fit(tmp_path, TwoLayer(), loader(nan_batches=(1,)), guard)
+    assert trainer.global_step == 2 and guard.stopped and "first non-finite input: batch[0]" in guard.report

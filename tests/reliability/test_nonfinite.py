@@ -1,0 +1,50 @@
+"""NaN in a recipe run: the default callbacks drop the bad update, keep checkpoints finite and fail loudly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from recipes import digits_cnn
+
+ROOT = Path(__file__).resolve().parents[2]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def _finite(path: Path) -> bool:
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_a_nan_batch_costs_one_update_and_nothing_else():
+    cli = digits_cnn.main(["fit", "--trainer.max_epochs=2", "--trainer.callbacks+=_faults.PoisonBatch", *QUIET])
+    guard = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "NonFiniteGuard")
+    assert guard.skipped_steps == 1 and guard.report.startswith("Non-finite values at step 5 (epoch 0, batch 5)")
+    assert "first non-finite input: batch[0]: 1 of" in guard.report
+    assert "running_mean" in guard.report and "(restored)" in guard.report  # the cnn's BatchNorm saw the NaN
+    folder = Path(cli.trainer.logger.log_dir) / "checkpoints"
+    assert all(_finite(path) for path in folder.glob("*.ckpt")) and (folder / "last.ckpt").is_file()
+    assert cli.trainer.callback_metrics["test/acc"] > 0.9  # chance is 0.1: the statistics were not poisoned
+
+
+def test_a_run_whose_weights_go_nonfinite_exits_nonzero_and_writes_no_nan_checkpoint(tmp_path: Path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "reliability"), str(ROOT)]))
+    command = [
+        sys.executable,
+        "-m",
+        "recipes.digits_cnn",
+        "fit",
+        "--trainer.max_epochs=3",
+        "--trainer.callbacks+=_faults.PoisonWeights",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        *QUIET,
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "NonFiniteError" in result.stderr and "first non-finite parameter: '" in result.stderr
+    checkpoints = list(tmp_path.rglob("*.ckpt"))
+    assert all(_finite(path) for path in checkpoints)
