@@ -18,6 +18,7 @@ from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from datamodules.sequence import IGNORE_INDEX, SequenceBatch, SequenceDataModule, SequenceDataset, pad_collate
 from datamodules.sequential_mnist import DigitsSequenceDataModule, SequentialMNISTDataModule
 from datamodules.synthetic import LocalExtremaDataModule, ParityDataModule
+from datamodules.timeseries import NAMED_SERIES, ForecastBatch, TimeSeriesDataModule
 from datamodules.transforms import AUGMENTATIONS, build_augmentation
 
 #: Short names accepted by the ``zoo`` command (``zoo fit --data MNIST``).
@@ -31,6 +32,7 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "DigitsSequence": DigitsSequenceDataModule,
     "Parity": ParityDataModule,
     "LocalExtrema": LocalExtremaDataModule,
+    "TimeSeries": TimeSeriesDataModule,
 }
 
 
@@ -48,11 +50,13 @@ __all__ = [
     "AUGMENTATIONS",
     "DATAMODULES",
     "IGNORE_INDEX",
+    "NAMED_SERIES",
     "CIFAR10DataModule",
     "DigitsDataModule",
     "DigitsSequenceDataModule",
     "EvalDistributedSampler",
     "FashionMNISTDataModule",
+    "ForecastBatch",
     "ImageDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataset",
@@ -63,6 +67,7 @@ __all__ = [
     "SequenceDataModule",
     "SequenceDataset",
     "SequentialMNISTDataModule",
+    "TimeSeriesDataModule",
     "build_augmentation",
     "get_datamodule_class",
     "make_loader",

@@ -26,7 +26,9 @@ def test_list_models_by_family_and_task():
     assert all(isinstance(zoo.create_model(name), zoo.SequenceClassifier) for name in sequence)
     taggers = zoo.list_models(task="sequence_tagging")
     assert all(isinstance(zoo.create_model(name), zoo.SequenceTagger) for name in taggers) and taggers
-    assert sorted(classifiers + denoisers + sequence + taggers) == zoo.list_models()
+    forecasters = zoo.list_models(task="forecasting")
+    assert all(isinstance(zoo.create_model(name), zoo.Forecaster) for name in forecasters) and forecasters
+    assert sorted(classifiers + denoisers + sequence + taggers + forecasters) == zoo.list_models()
 
 
 def test_create_model_applies_overrides_and_ignores_none():

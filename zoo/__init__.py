@@ -23,12 +23,21 @@ from zoo.cnn1d import SequenceCNN
 from zoo.denoising import DnCNN, UNetDenoiser
 from zoo.densenet import DenseNet
 from zoo.efficientnet import EfficientNet
+from zoo.forecasters import (
+    LSTMForecaster,
+    MLPForecaster,
+    NaiveForecaster,
+    SeasonalNaiveForecaster,
+    TCNForecaster,
+    WindowMeanForecaster,
+)
 from zoo.mlp import MLP
 from zoo.resnet import ResNet
 from zoo.rnn import RNNClassifier, RNNEncoder, RNNTagger
 from zoo.tasks import (
     ClassificationTask,
     Denoiser,
+    Forecaster,
     ImageClassifier,
     SequenceClassifier,
     SequenceTagger,
@@ -47,21 +56,28 @@ __all__ = [
     "DenseNet",
     "DnCNN",
     "EfficientNet",
+    "Forecaster",
     "ImageClassifier",
     "InputSpec",
+    "LSTMForecaster",
+    "MLPForecaster",
     "ModelInfo",
+    "NaiveForecaster",
     "RNNClassifier",
     "RNNEncoder",
     "RNNTagger",
     "ResNet",
+    "SeasonalNaiveForecaster",
     "SequenceCNN",
     "SequenceClassifier",
     "SequenceTagger",
     "SimpleCNN",
+    "TCNForecaster",
     "TaskModule",
     "UNetDenoiser",
     "UnknownModelError",
     "VisionTransformer",
+    "WindowMeanForecaster",
     "create_model",
     "is_model",
     "list_models",

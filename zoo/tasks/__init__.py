@@ -3,12 +3,14 @@
 from zoo.tasks.base import TaskModule
 from zoo.tasks.classification import ClassificationTask, classification_metrics
 from zoo.tasks.denoising import Denoiser
+from zoo.tasks.forecasting import Forecaster
 from zoo.tasks.image_classification import ImageClassifier
 from zoo.tasks.sequence import SequenceClassifier, SequenceTagger
 
 __all__ = [
     "ClassificationTask",
     "Denoiser",
+    "Forecaster",
     "ImageClassifier",
     "SequenceClassifier",
     "SequenceTagger",
