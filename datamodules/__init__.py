@@ -15,9 +15,11 @@ from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.seq2seq import Seq2SeqBatch, Seq2SeqDataModule
 from datamodules.sequence import IGNORE_INDEX, SequenceBatch, SequenceDataModule, SequenceDataset, pad_collate
 from datamodules.sequential_mnist import DigitsSequenceDataModule, SequentialMNISTDataModule
 from datamodules.synthetic import LocalExtremaDataModule, ParityDataModule
+from datamodules.text import CharTextDataModule
 from datamodules.timeseries import NAMED_SERIES, ForecastBatch, TimeSeriesDataModule
 from datamodules.transforms import AUGMENTATIONS, build_augmentation
 
@@ -33,6 +35,8 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "Parity": ParityDataModule,
     "LocalExtrema": LocalExtremaDataModule,
     "TimeSeries": TimeSeriesDataModule,
+    "CharText": CharTextDataModule,
+    "Seq2Seq": Seq2SeqDataModule,
 }
 
 
@@ -52,6 +56,7 @@ __all__ = [
     "IGNORE_INDEX",
     "NAMED_SERIES",
     "CIFAR10DataModule",
+    "CharTextDataModule",
     "DigitsDataModule",
     "DigitsSequenceDataModule",
     "EvalDistributedSampler",
@@ -63,6 +68,8 @@ __all__ = [
     "LocalExtremaDataModule",
     "MNISTDataModule",
     "ParityDataModule",
+    "Seq2SeqBatch",
+    "Seq2SeqDataModule",
     "SequenceBatch",
     "SequenceDataModule",
     "SequenceDataset",

@@ -28,7 +28,12 @@ def test_list_models_by_family_and_task():
     assert all(isinstance(zoo.create_model(name), zoo.SequenceTagger) for name in taggers) and taggers
     forecasters = zoo.list_models(task="forecasting")
     assert all(isinstance(zoo.create_model(name), zoo.Forecaster) for name in forecasters) and forecasters
-    assert sorted(classifiers + denoisers + sequence + taggers + forecasters) == zoo.list_models()
+    language_models = zoo.list_models(task="language_modeling")
+    assert all(isinstance(zoo.create_model(name), zoo.LanguageModel) for name in language_models) and language_models
+    seq2seq = zoo.list_models(task="seq2seq")
+    assert all(isinstance(zoo.create_model(name), zoo.Seq2SeqTask) for name in seq2seq) and seq2seq
+    partition = classifiers + denoisers + sequence + taggers + forecasters + language_models + seq2seq
+    assert sorted(partition) == zoo.list_models()
 
 
 def test_create_model_applies_overrides_and_ignores_none():

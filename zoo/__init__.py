@@ -34,21 +34,27 @@ from zoo.forecasters import (
 from zoo.mlp import MLP
 from zoo.resnet import ResNet
 from zoo.rnn import RNNClassifier, RNNEncoder, RNNTagger
+from zoo.rnn_lm import LSTMLanguageModel
+from zoo.seq2seq_rnn import LSTMSeq2Seq
 from zoo.tasks import (
     ClassificationTask,
     Denoiser,
     Forecaster,
     ImageClassifier,
+    LanguageModel,
+    Seq2SeqTask,
     SequenceClassifier,
     SequenceTagger,
     TaskModule,
 )
+from zoo.transformer import GPT, Seq2SeqTransformer, TransformerClassifier
 from zoo.vit import VisionTransformer
 from zoo.volumetric import CNN3D
 
 __all__ = [
     "CNN",
     "CNN3D",
+    "GPT",
     "MLP",
     "Backbone",
     "ClassificationTask",
@@ -60,6 +66,9 @@ __all__ = [
     "ImageClassifier",
     "InputSpec",
     "LSTMForecaster",
+    "LSTMLanguageModel",
+    "LSTMSeq2Seq",
+    "LanguageModel",
     "MLPForecaster",
     "ModelInfo",
     "NaiveForecaster",
@@ -68,12 +77,15 @@ __all__ = [
     "RNNTagger",
     "ResNet",
     "SeasonalNaiveForecaster",
+    "Seq2SeqTask",
+    "Seq2SeqTransformer",
     "SequenceCNN",
     "SequenceClassifier",
     "SequenceTagger",
     "SimpleCNN",
     "TCNForecaster",
     "TaskModule",
+    "TransformerClassifier",
     "UNetDenoiser",
     "UnknownModelError",
     "VisionTransformer",

@@ -1,0 +1,219 @@
+"""Language-modelling task base: next-token cross-entropy, perplexity and bits per character, and sampling.
+
+Batches are ``(x, y)``: token ids ``(B, T)`` and the next tokens ``(B, T)``, with ``-100`` at padded targets (never
+counted). The vocabulary is a string of characters stored as a hyperparameter (``vocab``), so a checkpoint encodes
+prompts and decodes samples with no data present. Runs are long in steps and short in epochs, so warmup is given in
+steps (``warmup_steps``) and the schedule decays over the run's optimizer steps (``max_steps``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from zoo.tasks.base import TaskModule
+from zoo.tasks.optim import build_optimizer, build_scheduler
+
+IGNORE_INDEX = -100
+
+
+class LanguageModel(TaskModule):
+    """Task base for autoregressive models that map token ids ``(B, T)`` to next-token logits ``(B, T, V)``.
+
+    Logs ``train/loss`` (``train/loss_step`` on logging steps) and per epoch ``{val,test}/loss``, ``/ppl``
+    (``exp(loss)``) and ``/bpc`` (``loss / ln 2``: bits per character for character vocabularies). Subclasses build
+    the network, implement ``forward(x)`` and may override :meth:`next_token_logits` for cached decoding.
+
+    Args:
+        vocab: the characters of the vocabulary, in id order (``""``: anonymous ids, give ``vocab_size``).
+        vocab_size: number of token ids; taken from ``vocab`` when that is given.
+        block_size: the longest context the model reads.
+        warmup_steps: linear warmup in optimizer steps (added to ``warmup_epochs``).
+        **optim_args: optimizer and schedule, see :class:`~zoo.tasks.base.TaskModule`.
+    """
+
+    monitor = ("val/loss", "min")
+    data_links: ClassVar[tuple[str, ...]] = ("vocab", "vocab_size", "block_size")
+    overfit_lr = 3e-3
+
+    def __init__(
+        self,
+        vocab: str = "",
+        vocab_size: int = 0,
+        block_size: int = 64,
+        warmup_steps: int = 0,
+        **optim_args: Any,
+    ) -> None:
+        if vocab:
+            if len(set(vocab)) != len(vocab):
+                raise ValueError("vocab must list each character once")
+            if vocab_size not in (0, len(vocab)):
+                raise ValueError(f"vocab has {len(vocab)} characters but vocab_size={vocab_size}")
+            vocab_size = len(vocab)
+        if vocab_size < 1 or block_size < 1 or warmup_steps < 0:
+            raise ValueError(
+                f"need vocab (or vocab_size >= 1), block_size >= 1 and warmup_steps >= 0, got vocab_size="
+                f"{vocab_size}, block_size={block_size}, warmup_steps={warmup_steps}"
+            )
+        super().__init__(**optim_args)
+        self.hparams["vocab_size"] = vocab_size
+        self.vocab, self.vocab_size, self.block_size = vocab, vocab_size, block_size
+        self._char_to_id = {char: index for index, char in enumerate(vocab)}
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.example_input_array = torch.zeros(2, min(block_size, 16), dtype=torch.long)
+
+    # --- inputs ------------------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming what is expected for ids that are not ``(B, T)`` long or too long."""
+        name = type(self).__name__
+        if x.ndim != 2 or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(
+                f"{name} expects token ids of shape (B, T) and dtype torch.long, got {x.dtype} {tuple(x.shape)}"
+            )
+        if x.shape[1] == 0 or x.shape[1] > self.block_size:
+            raise ValueError(f"{name} reads 1 to block_size={self.block_size} tokens, got T={x.shape[1]}")
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Token ids ``(len(text),)`` of ``text``; characters outside the vocabulary are a ValueError listing them."""
+        if not self.vocab:
+            raise ValueError(f"{type(self).__name__} has no vocab (built with vocab_size only): give token ids")
+        unknown = sorted(set(text) - self._char_to_id.keys())
+        if unknown:
+            raise ValueError(
+                f"characters {unknown} are not in the model's vocabulary of {len(self.vocab)}: {self.vocab!r}"
+            )
+        return torch.tensor([self._char_to_id[char] for char in text], dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """The text of token ids."""
+        return "".join(self.vocab[index] for index in torch.as_tensor(ids).tolist())
+
+    # --- training logic ----------------------------------------------------------------------------------
+    def shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over the counted targets, and their number."""
+        x, y = batch[0], batch[1]
+        logits = self(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, (y != IGNORE_INDEX).sum()
+
+    def batch_loss(self, batch: Any) -> torch.Tensor:
+        return self.shared_step(batch)[0]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, count = self.shared_step(batch)
+        self.train_loss.update(loss.detach(), weight=count)
+        self.log_on_logging_steps("train/loss_step", loss.detach())
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss)
+
+    def _eval_step(self, batch: Any, metric: MeanMetric) -> None:
+        loss, count = self.shared_step(batch)
+        metric.update(loss, weight=count)
+
+    def _log_eval(self, split: str, metric: MeanMetric) -> None:
+        loss = metric.compute()
+        metric.reset()
+        self.log(f"{split}/loss", loss, prog_bar=True)
+        self.log(f"{split}/ppl", loss.exp())
+        self.log(f"{split}/bpc", loss / math.log(2), prog_bar=split == "val")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_loss)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_loss)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Next-token probabilities ``(B, T, V)``."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = build_optimizer(self.optimizer_param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))  # also sets up the train loader
+        trainer, warmup = self.trainer, hp.warmup_steps
+        if hp.warmup_epochs:
+            if trainer.max_steps not in (None, -1) or not trainer.max_epochs or trainer.max_epochs < 1:
+                raise ValueError("a run of max_steps has no fixed epoch length: give warmup_steps, not warmup_epochs")
+            warmup += round(hp.warmup_epochs * total_steps / trainer.max_epochs)
+        # Warmup in steps: the builder's "epochs" of one step each.
+        scheduler = build_scheduler(optimizer, hp.scheduler, total_steps, 1, warmup, hp.min_lr_ratio)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # --- the registry test's hooks -------------------------------------------------------------------------
+    def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Sequences ``x[t + 1] = x[t] + s`` (mod V) whose first token names the stride ``s`` (1 or 2), so every
+        target follows from the context; the last steps of some sequences are padding (target ``-100``)."""
+        steps, vocab = min(self.block_size, 16), self.vocab_size
+        first = torch.arange(batch_size) % vocab
+        stride = 1 + first % 2
+        ids = (first.unsqueeze(1) + stride.unsqueeze(1) * torch.arange(steps + 1)) % vocab  # (B, T + 1)
+        x, y = ids[:, :-1].clone(), ids[:, 1:].clone()
+        lengths = torch.randint(steps // 2, steps + 1, (batch_size,), generator=generator)
+        lengths[0] = steps
+        y[torch.arange(steps) >= lengths.unsqueeze(1)] = IGNORE_INDEX
+        return x, y
+
+    # --- sampling ------------------------------------------------------------------------------------------
+    def next_token_logits(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Logits ``(B, V)`` of the token after ``ids`` ``(B, T)``, and a state for the next call. This default
+        re-reads the last ``block_size`` tokens each time; models with a cache override it (``state`` is theirs)."""
+        return self(ids[:, -self.block_size :])[:, -1], None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str | torch.Tensor,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> str | torch.Tensor:
+        """Sample a continuation of ``prompt``: text gives the prompt and the sample as text, ids ``(B, T)`` give ids
+        ``(B, T + max_new_tokens)``.
+
+        Args:
+            prompt: the start, as text (encoded with the stored vocabulary) or token ids.
+            max_new_tokens: tokens to add.
+            temperature: divides the logits; ``0`` picks the most likely token (greedy).
+            top_k: sample among the ``top_k`` most likely tokens only.
+            generator: random source of the sampling.
+        """
+        if max_new_tokens < 0 or temperature < 0 or (top_k is not None and top_k < 1):
+            raise ValueError("need max_new_tokens >= 0, temperature >= 0 and top_k >= 1 (or None)")
+        text = isinstance(prompt, str)
+        if text:
+            if not prompt:
+                raise ValueError("the prompt is empty: give at least one character, e.g. '\\n'")
+            prompt = self.encode(prompt).unsqueeze(0)
+        ids = prompt.to(self.device)
+        self.check_input(ids[:, -self.block_size :])
+        was_training = self.training
+        self.eval()
+        state = None
+        for _ in range(max_new_tokens):
+            logits, state = self.next_token_logits(ids, state)
+            if temperature == 0:
+                token = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits.float() / temperature
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            ids = torch.cat([ids, token], dim=1)
+        self.train(was_training)
+        return self.decode(ids[0]) if text else ids
