@@ -263,7 +263,7 @@ class TimeSeriesDataModule(SplitLoaders, L.LightningDataModule):
         groups = list(frame.groupby(id_column, sort=False)) if id_column else [(None, frame)]
         out = []
         for key, group in groups:
-            name = f"series {key!r}" if id_column else "the series"
+            name = f"series {key!r} of {self.source}" if id_column else self.source
             if time_column is not None:
                 _check_sorted(group[time_column], time_column, name)
             out.append((name, group.drop(columns=[c for c in (time_column, id_column) if c]).reset_index(drop=True)))
@@ -439,15 +439,15 @@ def _check_sorted(time: pd.Series, column: str, name: str) -> None:
     if not pd.api.types.is_numeric_dtype(time) and not pd.api.types.is_datetime64_any_dtype(time):
         parsed = pd.to_datetime(time, errors="coerce")
         if parsed.isna().any():
-            raise ValueError(f"time column {column!r} of {name} is neither numeric nor dates: {time.iloc[0]!r}")
+            raise ValueError(f"time column {column!r} of {name} is neither numeric nor dates: {time.iloc[0]}")
         time = parsed
     steps = np.asarray(time)
     bad = np.flatnonzero(steps[1:] <= steps[:-1])
     if len(bad):
         row = int(bad[0]) + 1
         raise ValueError(
-            f"time column {column!r} of {name} is not sorted (strictly increasing): {time.iloc[row]!r} at row "
-            f"{row} follows {time.iloc[row - 1]!r}; sort the rows by time (and drop duplicates)"
+            f"time column {column!r} of {name} is not sorted (strictly increasing): {time.iloc[row]} at row {row} "
+            f"follows {time.iloc[row - 1]}; sort the rows by time (and drop duplicates)"
         )
 
 

@@ -29,6 +29,7 @@ from zoo.forecasters import (
     NaiveForecaster,
     SeasonalNaiveForecaster,
     TCNForecaster,
+    TransformerForecaster,
     WindowMeanForecaster,
 )
 from zoo.mlp import MLP
@@ -86,6 +87,7 @@ __all__ = [
     "TCNForecaster",
     "TaskModule",
     "TransformerClassifier",
+    "TransformerForecaster",
     "UNetDenoiser",
     "UnknownModelError",
     "VisionTransformer",

@@ -1,5 +1,5 @@
 """Forecasters of one task, from rules to networks: naive, seasonal naive and window mean, an LSTM with attention,
-a dilated causal CNN (TCN) and an MLP of N-BEATS blocks.
+a dilated causal CNN (TCN), an MLP of N-BEATS blocks and an encoder-only Transformer.
 
 Every model here takes ``(B, L, F)`` scaled windows and forecasts ``(B, H, T)`` on
 :class:`~zoo.tasks.forecasting.Forecaster`, so rules and networks share the loop, the metrics and the table.
@@ -14,6 +14,7 @@ Every model here takes ``(B, L, F)`` scaled windows and forecasts ``(B, H, T)`` 
   channels into the head; the receptive field is ``1 + 2 (k - 1) sum(dilations)``.
 - :class:`MLPForecaster`: the generic N-BEATS architecture (Oreshkin et al., 2020): blocks of fully connected layers
   over the flattened window, each removing its backcast from the input of the next and adding its forecast.
+- :class:`TransformerForecaster`: pre-norm encoder blocks (:mod:`zoo.transformer`) over the steps, a flatten head.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo._registry import InputSpec, register_model
+from zoo.layers.attention import PositionName, build_position_encoding
 from zoo.rnn import RNNEncoder
 from zoo.tasks.forecasting import MIN_SCALE, DistributionName, Forecaster
+from zoo.transformer import TransformerEncoder
 
 
 class ForecastHead(nn.Module):
@@ -48,6 +51,8 @@ class ForecastHead(nn.Module):
 class _RuleForecaster(Forecaster):
     """A forecasting rule; with a Gaussian head a learned standard deviation per horizon step and target."""
 
+    #: The point forecast never changes: only the interval trains, so checkpoints follow the likelihood.
+    monitor = ("val/loss", "min")
     #: The period of the series this rule forecasts exactly (what :meth:`example_batch` generates).
     rule_period: int = 1
 
@@ -316,6 +321,53 @@ class MLPForecaster(Forecaster):
         return forecast.view(-1, *self.out_shape)  # (B, H, T, P)
 
 
+class TransformerForecaster(Forecaster):
+    """An encoder-only Transformer over the window's steps (:class:`~zoo.transformer.TransformerEncoder`), every
+    step's state flattened into a linear head (the flatten head of PatchTST, Nie et al., 2023, one step a token).
+
+    Args:
+        embed_dim: model width (each step's columns are projected to it).
+        depth: encoder blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP width over ``embed_dim``.
+        dropout: attention, residual and head dropout.
+        position: ``"sinusoidal"``, ``"learned"``, ``"rotary"`` or ``"none"``.
+        **task_args: see :class:`~zoo.tasks.forecasting.Forecaster`.
+
+    >>> TransformerForecaster(input_size=12, horizon=3, embed_dim=16, num_heads=2)(torch.randn(2, 12, 1)).shape
+    torch.Size([2, 3, 1])
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 32,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        position: PositionName = "sinusoidal",
+        **task_args: Any,
+    ) -> None:
+        super().__init__(**task_args)
+        self.embed = nn.Linear(self.in_features, embed_dim)
+        self.position = build_position_encoding(position, embed_dim, self.input_size)
+        self.encoder = TransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout, rotary=position == "rotary")
+        self.dropout = nn.Dropout(dropout)
+        self.num_features = embed_dim * self.input_size
+        self.head = ForecastHead(self.num_features, self.horizon, self.out_features, self.num_params_per_step)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Every step's state, flattened: ``(B, L * embed_dim)``."""
+        h = self.embed(x)  # (B, L, D)
+        if self.position is not None:
+            h = self.position(h)
+        states, _ = self.encoder(self.dropout(h))  # (B, L, D)
+        return self.dropout(states.flatten(1))
+
+    def forward_params(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
 # --- presets --------------------------------------------------------------------------------------------------
 
 
@@ -363,8 +415,19 @@ def tcn_forecast(**overrides: Any) -> TCNForecaster:
     return _create_forecaster(TCNForecaster, **dict(preset, **overrides))
 
 
-@register_model(input_size=_SERIES, num_params=77_688, source="N-BEATS generic (Oreshkin et al., 2020)", task="forecasting")
+@register_model(
+    input_size=_SERIES, num_params=77_688, source="N-BEATS generic (Oreshkin et al., 2020)", task="forecasting"
+)
 def nbeats_forecast(**overrides: Any) -> MLPForecaster:
     """Three N-BEATS blocks of two 128-wide layers over the flattened window."""
     preset = dict(_WINDOW, hidden_size=128, num_layers=2, num_blocks=3)
     return _create_forecaster(MLPForecaster, **dict(preset, **overrides))
+
+
+@register_model(
+    input_size=_SERIES, num_params=25_416, source="encoder-only Transformer (Vaswani et al., 2017)", task="forecasting"
+)
+def transformer_forecast(**overrides: Any) -> TransformerForecaster:
+    """Two pre-norm encoder blocks of width 32 (4 heads) over the 32 steps, a flatten head for the horizon."""
+    preset = dict(_WINDOW, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0)
+    return _create_forecaster(TransformerForecaster, **dict(preset, **overrides))

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -146,6 +147,8 @@ class Forecaster(TaskModule):
             deviation per step, trained on the Gaussian negative log-likelihood; intervals and coverage).
         loss: point loss, ``"mse"`` or ``"mae"``, in scaled units.
         coverage_level: the central probability of the forecast interval (``0.9``: the 5% to 95% quantiles).
+        window_norm: standardize each window by its own mean and standard deviation before the network and
+            return the forecast to them (RevIN, Kim et al., 2022): for levels outside the training span's range.
         plot_every_n_epochs: validation epochs between forecast plots (0: only after testing).
         **optim_args: optimizer and schedule, see :class:`~zoo.tasks.base.TaskModule`.
     """
@@ -174,6 +177,7 @@ class Forecaster(TaskModule):
         distribution: DistributionName = "none",
         loss: PointLossName = "mse",
         coverage_level: float = 0.9,
+        window_norm: bool = False,
         plot_every_n_epochs: int = 10,
         **optim_args: Any,
     ) -> None:
@@ -230,10 +234,19 @@ class Forecaster(TaskModule):
 
     def forecast(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The forecast ``(B, H, T)`` and, with a Gaussian head, its standard deviation (scaled units)."""
-        params = self.forward_params(x)
-        if self.distribution == "gaussian":
-            return params[..., 0], F.softplus(params[..., 1]) + MIN_SCALE
-        return params[..., 0], None
+        if not self.hparams.window_norm:
+            params = self.forward_params(x)
+            scale = F.softplus(params[..., 1]) + MIN_SCALE if self.distribution == "gaussian" else None
+            return params[..., 0], scale
+        # Each window in its own units (RevIN without the affine part): levels beyond the training span's range
+        # reach the network as shapes it has seen; the outputs go back to the window's level and spread.
+        center = x.mean(1, keepdim=True)  # (B, 1, F)
+        spread = x.std(1, keepdim=True, correction=0).clamp(min=MIN_SCALE)
+        params = self.forward_params((x - center) / spread)
+        center, spread = center[..., : self.out_features], spread[..., : self.out_features]  # (B, 1, T)
+        loc = params[..., 0] * spread + center
+        scale = (F.softplus(params[..., 1]) + MIN_SCALE) * spread if self.distribution == "gaussian" else None
+        return loc, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The point forecast ``(B, H, T)`` in scaled units."""
@@ -399,19 +412,21 @@ def plot_forecast(
     the last-step forecasts with the one-step interval, and (``by_step``) the MAE at each horizon step."""
     from matplotlib.figure import Figure
 
+    preds, actual, observed = preds.float().numpy(), actual.float().numpy(), observed.numpy()
     figure = Figure(figsize=(9, 3.2), layout="constrained")
     series, errors = figure.subplots(1, 2, width_ratios=(3, 1))
     horizon = preds.shape[1]
-    origin = torch.arange(len(preds), dtype=torch.float32)
-    truth = actual[:, 0, 0].masked_fill(~observed[:, 0, 0], float("nan"))
+    origin = np.arange(len(preds))
+    truth = np.where(observed[:, 0, 0], actual[:, 0, 0], np.nan)
     series.plot(origin, truth, color="black", lw=1.2, label="actual")
     series.plot(origin, preds[:, 0, 0], lw=1, label="1 step ahead")
     series.plot(origin + horizon - 1, preds[:, -1, 0], lw=1, ls="--", label=f"{horizon} steps ahead")
     if lower is not None and upper is not None:
-        series.fill_between(origin, lower[:, 0, 0], upper[:, 0, 0], alpha=0.25, lw=0, label="interval (1 step)")
+        low, high = lower[:, 0, 0].float().numpy(), upper[:, 0, 0].float().numpy()
+        series.fill_between(origin, low, high, alpha=0.25, lw=0, label="interval (1 step)")
     series.set(xlabel="window (forecast origin)", title=title)
     series.legend(fontsize=7, loc="upper left")
     if by_step is not None:
-        errors.bar(torch.arange(1, len(by_step) + 1), by_step.float())
+        errors.bar(np.arange(1, len(by_step) + 1), by_step.float().numpy())
         errors.set(xlabel="horizon step", title="MAE by step")
     return figure
