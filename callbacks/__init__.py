@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import (
 
 from callbacks._utils import log_image
 from callbacks.activation_stats import ActivationStatsMonitor
+from callbacks.attention_maps import AttentionMapLogger
 from callbacks.averaging import StochasticWeightAveraging
 from callbacks.confusion_matrix import ConfusionMatrixLogger
 from callbacks.feature_maps import FeatureMapLogger
@@ -30,6 +31,7 @@ from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
 
 __all__ = [
     "ActivationStatsMonitor",
+    "AttentionMapLogger",
     "ConfusionMatrixLogger",
     "FeatureMapLogger",
     "Finding",

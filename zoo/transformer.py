@@ -30,13 +30,14 @@ from zoo.tasks.seq2seq import Memory, Seq2SeqTask
 from zoo.tasks.sequence import SequenceClassifier
 
 
-def init_gpt2(module: nn.Module, depth: int) -> None:
-    """GPT-2 initialization: normal(0, 0.02) weights, zero biases, residual output projections scaled by
-    ``1/sqrt(2 * depth)`` (two residual branches per block)."""
+def init_gpt2(module: nn.Module, depth: int, std: float = 0.02) -> None:
+    """GPT-2 initialization: normal(0, ``std``) weights, zero biases, residual output projections scaled by
+    ``1/sqrt(2 * depth)`` (two residual branches per block). GPT-2's 0.02 suits widths near 768; narrow models
+    pass ``1/sqrt(width)``, or attention scores start 100 times too small to learn from."""
     for name, sub in module.named_modules():
         if isinstance(sub, (nn.Linear, nn.Embedding)):
-            std = 0.02 / math.sqrt(2 * depth) if name.endswith(("out_proj", "mlp.2")) else 0.02
-            nn.init.normal_(sub.weight, std=std)
+            scale = std / math.sqrt(2 * depth) if name.endswith(("out_proj", "mlp.2")) else std
+            nn.init.normal_(sub.weight, std=scale)
             if isinstance(sub, nn.Linear) and sub.bias is not None:
                 nn.init.zeros_(sub.bias)
 
@@ -131,6 +132,12 @@ def _add_positions(position: nn.Module | None, x: torch.Tensor, offset: int = 0)
     return x if position is None else position(x, offset)
 
 
+def _init_scaled_embedding(embedding: nn.Embedding) -> None:
+    """Normal(0, 1/sqrt(D)) weights, read times sqrt(D) (Vaswani et al., 2017): token vectors of unit scale beside
+    the unit-amplitude sinusoidal table (GPT-2's 0.02 would leave them 50 times smaller than the positions)."""
+    nn.init.normal_(embedding.weight, std=embedding.embedding_dim**-0.5)
+
+
 class TransformerClassifier(SequenceClassifier):
     """A Transformer encoder over token ids or float features, pooled over the valid steps, and a linear head.
 
@@ -183,15 +190,18 @@ class TransformerClassifier(SequenceClassifier):
         self.num_features = embed_dim
         self.pool = SequencePooling(pooling, embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
-        init_gpt2(self, depth)
+        init_gpt2(self, depth, std=embed_dim**-0.5)
+        if vocab_size:
+            _init_scaled_embedding(self.embed)
 
     def _encode(
         self, x: torch.Tensor, lengths: torch.Tensor | None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         lengths = self.check_input(x, lengths)
         padding = ~lengths_to_mask(lengths, x.shape[1])  # (B, T), True at padded steps
+        tokens = self.embed(x) * math.sqrt(self.num_features) if self.vocab_size else self.embed(x)
         states, weights = self.encoder(
-            self.drop(_add_positions(self.position, self.embed(x))), padding, need_weights=need_weights
+            self.drop(_add_positions(self.position, tokens)), padding, need_weights=need_weights
         )
         return states, lengths, weights
 
@@ -324,12 +334,14 @@ class Seq2SeqTransformer(Seq2SeqTask):
         self.encoder = TransformerEncoder(embed_dim, encoder_depth, num_heads, mlp_ratio, dropout, rotary)
         self.decoder = TransformerDecoder(embed_dim, decoder_depth, num_heads, mlp_ratio, dropout, rotary)
         self.head = nn.Linear(embed_dim, self.vocab_size, bias=False)
-        init_gpt2(self, encoder_depth + decoder_depth)
+        init_gpt2(self, encoder_depth + decoder_depth, std=embed_dim**-0.5)
+        _init_scaled_embedding(self.embed)
         if tie_weights:
             self.head.weight = self.embed.weight
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.drop(_add_positions(self.position, self.embed(ids)))
+        tokens = self.embed(ids) * math.sqrt(self.embed.embedding_dim)  # unit scale, as the sinusoidal table
+        return self.drop(_add_positions(self.position, tokens))
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, need_weights: bool = False) -> Memory:
         """``(memory (B, S, D), padding (B, S))``; padded source steps are masked keys of the cross-attention."""

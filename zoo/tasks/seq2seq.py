@@ -142,6 +142,13 @@ class Seq2SeqTask(TaskModule):
         return self.decode(memory, tgt_in)
 
     # --- decoding ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _writable(logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` ``(B, V)`` with ``PAD`` and ``BOS`` ruled out: a decoder never writes them."""
+        logits = logits.float().clone()
+        logits[:, PAD] = logits[:, BOS] = float("-inf")
+        return logits
+
     def _greedy(self, memory: Memory, batch: int, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = memory[0].device
         ids = torch.full((batch, 1), BOS, dtype=torch.long, device=device)
@@ -149,7 +156,7 @@ class Seq2SeqTask(TaskModule):
         steps = []
         for _ in range(max_new_tokens):
             logits = self.decode(memory, ids)[:, -1]  # (B, V)
-            token = logits.argmax(-1).masked_fill(done, PAD)
+            token = self._writable(logits).argmax(-1).masked_fill(done, PAD)
             steps.append(logits)
             ids = torch.cat([ids, token.unsqueeze(1)], dim=1)
             done |= token == EOS
@@ -165,7 +172,7 @@ class Seq2SeqTask(TaskModule):
         scores[:, 0] = 0.0  # one live beam at the start, so the first step does not pick the same token K times
         done = torch.zeros(batch * beam_size, dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
-            logp = self.decode(memory, ids)[:, -1].float().log_softmax(-1)  # (B*K, V)
+            logp = self._writable(self.decode(memory, ids)[:, -1]).log_softmax(-1)  # (B*K, V)
             # A finished beam only extends with PAD, at no cost, so it keeps its score.
             finished = torch.full_like(logp, float("-inf"))
             finished[:, PAD] = 0.0
