@@ -21,6 +21,7 @@ from zoo.layers.attention import (
 )
 
 ATOL = 1e-5
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _mask(batch: int, queries: int, keys: int, generator: torch.Generator) -> torch.Tensor:
@@ -202,3 +203,12 @@ def test_models_offer_attention_maps_that_are_distributions(name):
     for weights in maps.values():
         assert weights.ndim == 4 and weights.shape[0] == 2
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+
+def test_digits_transformer_recipe_runs_with_no_argument():
+    from recipes import digits_transformer
+
+    cli = digits_transformer.main(["fit", "--trainer.fast_dev_run=2", *QUIET])
+    assert isinstance(cli.model, zoo.TransformerClassifier) and cli.model.hparams.pooling == "mean"
+    assert (cli.model.in_features, cli.model.max_length, cli.model.num_classes) == (8, 8, 10)  # linked from the data
+    assert cli.trainer.checkpoint_callback.monitor == "val/acc" and "test/acc" in cli.trainer.callback_metrics

@@ -392,6 +392,18 @@ def transformer_cls_test(**overrides: Any) -> TransformerClassifier:
 
 
 @register_model(
+    input_size=InputSpec((8, 8), kind="series"),
+    num_params=101_322,
+    source="Transformer encoder classifier (Vaswani et al., 2017) on the rows of 8x8 digits",
+    task="sequence_classification",
+)
+def transformer_digits(**overrides: Any) -> TransformerClassifier:
+    """Two pre-norm blocks of width 64 (4 heads) over the 8 rows (8 features each) of 8x8 digits, mean pooling."""
+    preset = dict(num_classes=10, in_features=8, max_length=8, embed_dim=64, depth=2, num_heads=4, dropout=0.1)
+    return _create_transformer_classifier(**dict(preset, **overrides))
+
+
+@register_model(
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, vocab_size=16),
     num_params=26_496,
     source="tiny GPT (nanoGPT layout) for fast tests",
