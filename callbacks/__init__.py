@@ -21,6 +21,7 @@ from callbacks.activation_stats import ActivationStatsMonitor
 from callbacks.attention_maps import AttentionMapLogger
 from callbacks.averaging import StochasticWeightAveraging
 from callbacks.confusion_matrix import ConfusionMatrixLogger
+from callbacks.exact_resume import ExactResume
 from callbacks.feature_maps import FeatureMapLogger
 from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
@@ -33,6 +34,7 @@ __all__ = [
     "ActivationStatsMonitor",
     "AttentionMapLogger",
     "ConfusionMatrixLogger",
+    "ExactResume",
     "FeatureMapLogger",
     "Finding",
     "GradientStatsMonitor",
@@ -72,13 +74,14 @@ def default_callbacks(
     The best checkpoint on ``monitor`` (``epoch=003-val_acc=0.9120.ckpt``) and ``last.ckpt``, rewritten after every
     epoch (Lightning's ``save_last`` writes it only when the best one changes, so it lags after the last
     improvement), early stopping on ``monitor``, a :class:`NonFiniteGuard` that skips any update with NaN/Inf inputs,
-    loss or gradients (stopping with an error after 20 in a row or on non-finite weights), per-step learning rates, a
-    Rich progress bar and gradient statistics every 50 steps.
+    loss or gradients (stopping with an error after 20 in a row or on non-finite weights), the random generators'
+    states and the loader's position in every checkpoint (:class:`ExactResume`), per-step learning rates, a Rich
+    progress bar and gradient statistics every 50 steps.
 
     Example:
         >>> [type(cb).__name__ for cb in default_callbacks("val/loss", mode="min")]  # doctest: +NORMALIZE_WHITESPACE
-        ['ModelCheckpoint', 'ModelCheckpoint', 'EarlyStopping', 'NonFiniteGuard', 'LearningRateMonitor',
-         'RichProgressBar', 'GradientStatsMonitor']
+        ['ModelCheckpoint', 'ModelCheckpoint', 'EarlyStopping', 'NonFiniteGuard', 'ExactResume',
+         'LearningRateMonitor', 'RichProgressBar', 'GradientStatsMonitor']
     """
     if not monitor:
         raise ValueError("`monitor` must name a logged metric, e.g. 'val/acc'")
@@ -94,6 +97,7 @@ def default_callbacks(
         # Checked after validation only: a run that stops mid-epoch (max_steps) or has no validation must not fail.
         EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=False),
         NonFiniteGuard(action="skip", max_consecutive_skips=20),
+        ExactResume(),
         LearningRateMonitor(logging_interval="step"),
         # Redrawn every 10 batches: drawing on every step costs as much as a small model's step.
         RichProgressBar(refresh_rate=10),

@@ -15,6 +15,7 @@ from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.resumable import ResumableLoader, ResumableRandomSampler
 from datamodules.seq2seq import Seq2SeqBatch, Seq2SeqDataModule
 from datamodules.sequence import IGNORE_INDEX, SequenceBatch, SequenceDataModule, SequenceDataset, pad_collate
 from datamodules.sequential_mnist import DigitsSequenceDataModule, SequentialMNISTDataModule
@@ -68,6 +69,8 @@ __all__ = [
     "LocalExtremaDataModule",
     "MNISTDataModule",
     "ParityDataModule",
+    "ResumableLoader",
+    "ResumableRandomSampler",
     "Seq2SeqBatch",
     "Seq2SeqDataModule",
     "SequenceBatch",

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from datamodules.resumable import ResumableLoader
 from datamodules.transforms import AugmentName, build_augmentation, normalize_batch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -121,12 +122,14 @@ def make_loader(
     collate_fn: Any = None,
 ) -> DataLoader:
     """A DataLoader with the collection's defaults: host memory pinned when CUDA is there (``pin_memory=None``),
-    workers kept between epochs, and under DDP an evaluation loader that reads each sample once
-    (:class:`EvalDistributedSampler`; Lightning shards the training loader itself)."""
+    workers kept between epochs, a training loader that resumes mid-epoch where it stopped (:class:`ResumableLoader`)
+    and under DDP an evaluation loader that reads each sample once (:class:`EvalDistributedSampler`; Lightning
+    shards the training loader itself)."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     sampler = EvalDistributedSampler(dataset) if distributed and not shuffle else None
-    return DataLoader(
+    loader_class = ResumableLoader if shuffle and not distributed else DataLoader
+    return loader_class(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,

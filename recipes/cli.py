@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -65,14 +66,23 @@ class ZooCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=False, help="After `fit`, run `test` on the best checkpoint."
         )
+        parser.add_argument(
+            "--last_every_n_steps",
+            type=int,
+            default=0,
+            help="Also rewrite last.ckpt every N optimizer steps, to resume inside an epoch (0: after epochs only).",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI replaces the model config by the checkpoint's hyperparameters: compare them first.
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
+        self._resumed_run: dict[str, Any] | None = None
         if config is not None and config.get("ckpt_path"):
             checkpoint = read_checkpoint(config.ckpt_path)
+            if subcommand == "fit":
+                self._resumed_run = checkpoint.get("callbacks", {}).get(RunConfigCallback.__qualname__)
             class_path = config.model.class_path
             linked = getattr(_import_class(class_path), "data_links", ())
             init_args = {key: value for key, value in config.model.init_args.items() if key not in linked}
@@ -88,6 +98,10 @@ class ZooCLI(LightningCLI):
         _link_data_into_model(model_class, config.model, config.data)
         _follow_model_monitor(model_class, trainer.callbacks or [])
         self._configure_logging(trainer)
+        if self.subcommand == "fit":
+            _add_step_checkpoint(trainer, config.get("last_every_n_steps") or 0)
+            if getattr(self, "_resumed_run", None):
+                _log_into_resumed_run(trainer, self._resumed_run)
 
     def _configure_logging(self, trainer: Any) -> None:
         """Give the loggers this program's name and folder; without a logger, drop the callbacks that need one."""
@@ -112,7 +126,13 @@ class ZooCLI(LightningCLI):
                 rank_zero_info(f"No logger: left out {', '.join(NEEDS_LOGGER)}, which logs through one.")
                 trainer.callbacks = kept
         if self.save_config_callback is RunConfigCallback:
-            self.save_config_kwargs = {"logs_root": logs_root, "run_name": run_name, **self.save_config_kwargs}
+            resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is not None
+            self.save_config_kwargs = {
+                "logs_root": logs_root,
+                "run_name": run_name,
+                "resuming": resuming,
+                **self.save_config_kwargs,
+            }
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -137,6 +157,48 @@ class ZooCLI(LightningCLI):
             state = torch.load(best, map_location=self.model.device, weights_only=True)["state_dict"]
             self.model.load_state_dict(state)
         self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def _add_step_checkpoint(trainer: Any, every_n_steps: int) -> None:
+    """Add a second writer of ``last.ckpt``, every ``every_n_steps`` optimizer steps (ModelCheckpoint takes either
+    a step or an epoch interval, not both)."""
+    if every_n_steps < 0:
+        raise ValueError(f"--last_every_n_steps must be >= 0, got {every_n_steps}")
+    if not every_n_steps:
+        return
+    last = [cb for cb in trainer.callbacks or [] if cb.class_path.endswith("ModelCheckpoint") and _is_last(cb)]
+    if not last:
+        raise ValueError("--last_every_n_steps needs the last.ckpt ModelCheckpoint (filename: last) of the defaults")
+    step = Namespace(class_path=last[0].class_path, init_args=Namespace(**dict(last[0].init_args)))
+    step.init_args.every_n_train_steps = every_n_steps
+    step.init_args.every_n_epochs = None
+    trainer.callbacks = [*trainer.callbacks, step]
+
+
+def _is_last(callback: Any) -> bool:
+    args = callback.get("init_args") or {}
+    return args.get("filename") == "last" and args.get("monitor") is None
+
+
+def _log_into_resumed_run(trainer: Any, run: dict[str, Any]) -> None:
+    """Point the first logger at the run a checkpoint came from, unless its version or id was given."""
+    specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    spec = specs[0] if specs and hasattr(specs[0], "class_path") else None
+    if spec is None or run.get("version") is None or spec.class_path.rsplit(".", 1)[-1] != run.get("logger"):
+        return
+    args, version = spec.init_args, run["version"]
+    if run["logger"] in ("TensorBoardLogger", "CSVLogger") and args.get("version") is None:
+        folder = version if isinstance(version, str) else f"version_{version}"
+        root = os.path.join(args.get("save_dir") or ".", args.get("name") or "lightning_logs")
+        if os.path.realpath(os.path.join(root, folder)) == os.path.realpath(run["run_dir"] or ""):
+            args.version = version
+    elif run["logger"] == "MLFlowLogger" and args.get("run_id") is None:
+        args.run_id = version
+    elif run["logger"] == "WandbLogger" and args.get("id") is None and args.get("version") is None:
+        args.id = version
+    else:
+        return
+    rank_zero_info(f"Resuming: logging into the checkpoint's run ({run['logger']} {version}, {run['run_dir']}).")
 
 
 def _import_class(class_path: str) -> type:
@@ -184,8 +246,10 @@ def _follow_model_monitor(model_class: type, callbacks: list[Any]) -> None:
     if monitor == DEFAULT_MONITOR:
         return
     for callback in callbacks:
-        args = callback.init_args
+        args = callback.get("init_args")
         kind = callback.class_path.rsplit(".")[-1]
+        if args is None:  # a callback given without arguments
+            continue
         if kind in ("ModelCheckpoint", "EarlyStopping") and args.monitor == DEFAULT_MONITOR:
             args.monitor, args.mode = monitor, mode
             if getattr(args, "filename", None) == checkpoint_filename(DEFAULT_MONITOR):

@@ -4,7 +4,9 @@ Each run has one folder: the first logger's (``logs/<recipe>/version_N`` for Ten
 ``logs/<recipe>/<run id>``), ``logs/<recipe>/<run id>`` for a remote MLflow server, and a fresh
 ``logs/<recipe>/version_N`` when there is no logger. The config and the checkpoints are written there, and a run
 never writes into the folder of another: a folder that already holds a config (a fixed ``version`` given twice) is
-refused before anything is written, unless the run resumes from a checkpoint.
+refused before anything is written, unless the run resumes from a checkpoint. A resumed run logs into the run
+it resumes: the checkpoint names that run (:meth:`RunConfigCallback.state_dict`), and its config is written beside
+the first one as ``config.resume-1.yaml``, ``config.resume-2.yaml``, ...
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import yaml
@@ -62,15 +65,19 @@ class RunConfigCallback(SaveConfigCallback):
     Args:
         logs_root: Root of run folders for loggers without a local folder, and for runs without a logger.
         run_name: Folder name under ``logs_root`` (the recipe's name).
+        resuming: The run continues a checkpoint (``fit --ckpt_path``), so its run folder is expected to exist.
         (others): as :class:`~lightning.pytorch.cli.SaveConfigCallback`; ``overwrite`` allows writing into a
             folder that already holds a config.
     """
 
-    def __init__(self, *args, logs_root: str = DEFAULT_LOGS_ROOT, run_name: str = "zoo", **kwargs) -> None:
+    def __init__(
+        self, *args, logs_root: str = DEFAULT_LOGS_ROOT, run_name: str = "zoo", resuming: bool = False, **kwargs
+    ) -> None:
         kwargs["save_to_log_dir"] = False  # the folder is chosen here, not by trainer.log_dir (None for MLflow)
         super().__init__(*args, **kwargs)
         self.logs_root = logs_root
         self.run_name = run_name
+        self.resuming = resuming
         self.run_dir: str | None = None
 
     def refuse_taken_folder(self, run_dir: str, resuming: bool) -> None:
@@ -87,9 +94,10 @@ class RunConfigCallback(SaveConfigCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.already_saved:
             return
+        self._trainer = trainer
         run_dir = trainer.strategy.broadcast(self._run_dir(trainer) if trainer.is_global_zero else None)
         if trainer.is_global_zero:
-            self.refuse_taken_folder(run_dir, resuming=stage == "fit" and trainer.ckpt_path is not None)
+            self.refuse_taken_folder(run_dir, resuming=self._resuming(trainer, stage))
         self.run_dir = run_dir
         if not trainer.loggers or trainer.loggers[0].save_dir is None:
             for checkpoint in trainer.checkpoint_callbacks:
@@ -107,9 +115,32 @@ class RunConfigCallback(SaveConfigCallback):
         text = self.parser.dump(self.config, skip_none=False)
         os.makedirs(self.run_dir, exist_ok=True)
         header = f"# git commit: {commit}\n" if commit else ""
-        Path(self.run_dir, self.config_filename).write_text(header + text)
+        path = Path(self.run_dir, self.config_filename)
+        if self._resuming(trainer, stage):  # keep the first config; number the resumed runs' ones
+            stem, suffix = os.path.splitext(self.config_filename)
+            count = 1
+            while path.exists():
+                path, count = Path(self.run_dir, f"{stem}.resume-{count}{suffix}"), count + 1
+        path.write_text(header + text)
         for logger in trainer.loggers:
             _send_config(logger, text, commit)
+
+    def _resuming(self, trainer: L.Trainer, stage: str) -> bool:
+        return stage == "fit" and (self.resuming or trainer.ckpt_path is not None)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The run this checkpoint belongs to, so that resuming logs into it: folder, logger and version or id."""
+        logger = self._trainer_logger
+        state: dict[str, Any] = {"run_dir": self.run_dir, "logger": type(logger).__name__ if logger else None}
+        if logger is not None:
+            state["version"] = logger.version if isinstance(logger.version, (int, str)) else None
+        return state
+
+    @property
+    def _trainer_logger(self) -> Logger | None:
+        trainer = getattr(self, "_trainer", None)
+        return trainer.loggers[0] if trainer is not None and trainer.loggers else None
 
     def _run_dir(self, trainer: L.Trainer) -> str:
         if not trainer.loggers:

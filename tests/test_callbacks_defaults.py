@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import GradientStatsMonitor, NonFiniteGuard, default_callbacks
+from callbacks import ExactResume, GradientStatsMonitor, NonFiniteGuard, default_callbacks
 
 
 class Classifier(L.LightningModule):
@@ -35,11 +35,12 @@ class Classifier(L.LightningModule):
 
 
 def test_default_set_and_settings() -> None:
-    checkpoint, last, early, guard, lr, bar, grads = default_callbacks("val/loss", mode="min", patience=3)
+    checkpoint, last, early, guard, rng, lr, bar, grads = default_callbacks("val/loss", mode="min", patience=3)
     assert isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor == "val/loss" and checkpoint.mode == "min"
     assert last.monitor is None and last.save_top_k == 1 and not last.save_last
     assert isinstance(early, EarlyStopping) and early.monitor == "val/loss" and early.patience == 3
     assert isinstance(guard, NonFiniteGuard) and guard.action == "skip" and guard.every_n_steps == 1
+    assert isinstance(rng, ExactResume)
     assert isinstance(lr, LearningRateMonitor) and lr.logging_interval == "step"
     assert isinstance(bar, RichProgressBar) and bar.refresh_rate < 100
     assert isinstance(grads, GradientStatsMonitor) and grads.every_n_steps == 50

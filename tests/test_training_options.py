@@ -258,8 +258,9 @@ def test_gradient_clipping_bounds_the_step_of_the_digits_recipe(recorders):
     # Value clipping bounds every element at `clip_value` and leaves smaller ones as they were.
     clipped = step.abs() > clip_value
     print(f"value clipping at {clip_value}: {clipped.sum()} of {clipped.numel()} elements clipped")
-    assert step_value.abs().max().item() == pytest.approx(clip_value, rel=1e-6) and clipped.any()
-    torch.testing.assert_close(step_value[clipped], step[clipped].sign() * clip_value, rtol=1e-6, atol=0)
+    # rel 1e-5: the step is a difference of float32 weights near 1, rounded to about 6e-8
+    assert step_value.abs().max().item() == pytest.approx(clip_value, rel=1e-5) and clipped.any()
+    torch.testing.assert_close(step_value[clipped], step[clipped].sign() * clip_value, rtol=1e-5, atol=0)
     small = ~clipped
     torch.testing.assert_close(step_value[small], step[small], rtol=1e-4, atol=1e-7)
 

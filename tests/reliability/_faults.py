@@ -45,13 +45,12 @@ class PoisonWeights(L.Callback):
 
 
 class KillAt(L.Callback):
-    """SIGKILL this process after optimizer step ``step``, once its checkpoints for that step are written."""
+    """SIGKILL this process as the batch after optimizer step ``step`` starts: every checkpoint of that step (and
+    of the epoch end, when ``step`` closes an epoch) is written by then."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        # Callbacks run in list order and ModelCheckpoint saves in this same hook, so the kill comes after it when
-        # this callback is appended after the default ones.
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)

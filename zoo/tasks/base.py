@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+import torchmetrics
 
 from zoo._hparams import to_primitive
 from zoo._registry import stop_if_resolving
@@ -90,6 +91,31 @@ class TaskModule(L.LightningModule):
             if key in checkpoint:
                 checkpoint[key] = to_primitive(checkpoint[key], key)
                 checkpoint.pop(type_key, None)  # DictConfig when the hparams were one; a dict now
+        # A checkpoint written inside an epoch carries the training metrics' sums so far, so that a run resumed
+        # from it logs the epoch's values an uninterrupted run would (metric states are not in the state_dict).
+        # At an epoch's end they belong to the finished epoch and must not leak into the next.
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        if progress.get("is_last_batch") is False:
+            flush = getattr(self, "_update_train_metrics", None)
+            if callable(flush):
+                flush()
+            checkpoint["train_metric_states"] = {
+                name: _copy_state(metric.metric_state) for name, metric in self._train_metrics()
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put back the training metrics' sums of an epoch that was interrupted."""
+        states = checkpoint.get("train_metric_states", {})
+        for name, metric in self._train_metrics():
+            for key, value in states.get(name, {}).items():
+                setattr(metric, key, _copy_state(value))
+
+    def _train_metrics(self) -> list[tuple[str, torchmetrics.Metric]]:
+        return [
+            (name, module)
+            for name, module in self.named_modules()
+            if name.startswith("train") and isinstance(module, torchmetrics.Metric)
+        ]
 
     # --- what every task supplies, so one registry-driven test covers every task and preset ---------------------
     def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> Any:
@@ -130,3 +156,14 @@ class TaskModule(L.LightningModule):
             optimizer, hp.scheduler, total_steps, max(1, total_steps // epochs), hp.warmup_epochs, hp.min_lr_ratio
         )
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _copy_state(state: Any) -> Any:
+    """A detached copy of a metric state (tensors, lists of tensors, or dicts of those)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {key: _copy_state(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_copy_state(value) for value in state]
+    return state

@@ -1,0 +1,110 @@
+"""A training DataLoader whose position within the epoch is saved in Lightning checkpoints."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+
+class ResumableRandomSampler(RandomSampler):
+    """``RandomSampler`` whose permutation comes from a recorded seed and that can start part-way through it.
+
+    :class:`ResumableLoader` sets ``seed`` (and ``skip``) before each epoch; used alone, the sampler draws a seed
+    from the global generator at each iteration, as ``RandomSampler`` does.
+    """
+
+    def __init__(self, data_source: Dataset) -> None:
+        super().__init__(data_source)
+        self.seed: int | None = None
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.seed is None:
+            self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        seed, skip, self.skip = self.seed, self.skip, 0
+        self.generator = torch.Generator().manual_seed(seed)
+        try:
+            yield from itertools.islice(super().__iter__(), skip, None)
+        finally:
+            self.generator = None
+
+
+class ResumableLoader(DataLoader):
+    """A shuffling training DataLoader that Lightning can checkpoint mid-epoch and resume at the next unseen batch.
+
+    Each epoch takes one seed from the global torch generator (the only draw data loading makes from it) for both
+    the permutation and the worker processes' seeds. Lightning stores ``state_dict()`` (that seed and the batches
+    handed out) in each checkpoint and calls ``load_state_dict`` when it resumes inside an epoch; the next
+    iteration then replays the same permutation from the first batch not yet trained on (:class:`callbacks.ExactResume`
+    loads it too, where Lightning skips it). With the generators restored by that callback, a resumed single-process
+    run trains on exactly the batches, dropout masks and main-process augmentations of the uninterrupted one.
+
+    Worker processes (``num_workers > 0``) keep random states of their own that no checkpoint holds, so their random
+    augmentations differ after a resume (``ExactResume`` warns when that happens).
+
+    Args:
+        dataset: a map-style dataset.
+        batch_size: samples per batch.
+        shuffle: shuffle every epoch (without it, resuming still skips the batches already seen).
+        **kwargs: other ``DataLoader`` arguments (``sampler`` replaces the shuffling sampler).
+
+    Example:
+        >>> loader = ResumableLoader(list(range(10)), batch_size=2, shuffle=True)
+        >>> first = next(iter(loader))
+        >>> loader.state_dict()["batches"]
+        1
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int | None = 1, shuffle: bool = False, **kwargs: Any) -> None:
+        if shuffle and kwargs.get("sampler") is None and kwargs.get("batch_sampler") is None:
+            kwargs["sampler"] = ResumableRandomSampler(dataset)
+            kwargs.setdefault("generator", torch.Generator())  # worker seeds follow the epoch's seed
+            shuffle = False
+        super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)
+        self._batches = 0
+        self._resume: tuple[int | None, int] | None = None  # (seed, batches already trained on) of the next epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        # Lazy: nothing is drawn or skipped until the first batch is asked for, so a position loaded after the
+        # iterator was made (Lightning makes one early when the schedule needs the step count) still applies.
+        return self._epoch()
+
+    def _epoch(self) -> Iterator[Any]:
+        seed, skip = self._resume or (None, 0)
+        self._resume = None
+        sampler = self.sampler if isinstance(self.sampler, ResumableRandomSampler) else None
+        if sampler is not None:
+            if seed is None:
+                seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            sampler.seed, sampler.skip = seed, skip * (self.batch_size or 1)
+            if self.generator is not None:
+                self.generator.manual_seed(seed)
+            batches = super().__iter__()
+        else:  # a sequential or user-given sampler: skip whole batches
+            batches = itertools.islice(super().__iter__(), skip, None)
+        self._batches = skip
+        for batch in batches:
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's shuffle seed and the number of batches handed out in it."""
+        seed = self.sampler.seed if isinstance(self.sampler, ResumableRandomSampler) else None
+        return {"seed": seed, "batches": self._batches, "batch_size": self.batch_size, "length": len(self)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the epoch of ``state_dict`` at its first batch not yet handed out."""
+        batches, length = state_dict["batches"], state_dict["length"]
+        if state_dict["batch_size"] != self.batch_size or length != len(self):
+            rank_zero_warn(
+                f"ResumableLoader: the checkpoint's epoch had {length} batches of {state_dict['batch_size']}, this "
+                f"loader has {len(self)} of {self.batch_size}; the resumed epoch starts from its first batch."
+            )
+            return
+        if batches < length:  # at the end of an epoch the next one starts afresh
+            self._resume = (state_dict["seed"], batches)
