@@ -91,7 +91,7 @@ def fit(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if stops:  # a run the guard stopped ends with an error carrying the report
-            with pytest.raises(NonFiniteError, match="Training stopped on non-finite values. Non-finite values at"):
+            with pytest.raises(NonFiniteError, match=r"Training stopped on non-finite values\. Non-finite values at"):
                 trainer.fit(model, data, ckpt_path=ckpt_path)
         else:
             trainer.fit(model, data, ckpt_path=ckpt_path)
