@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from zoo._checkpoint import verify_checkpoint
 from zoo._hparams import to_primitive
 
 
@@ -33,10 +34,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
-        ValueError: naming ``path`` when it is not a readable PyTorch checkpoint (empty, truncated, another format).
+        ValueError: naming ``path`` when it is not a readable PyTorch checkpoint (empty, truncated, another format)
+            or when a record fails its checksum (bytes changed after writing).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--ckpt_path {path}: no such file")
+    verify_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # zip, unpickling and weights_only failures come in many types

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import zoo
 from recipes import digits_cnn
 from recipes.cli import main as zoo_main
 
@@ -101,3 +102,36 @@ def test_a_checkpoint_naming_a_module_outside_the_zoo_is_refused_without_importi
     with pytest.raises(ValueError, match=r"names the model class planted\.Model, which is neither part of the zoo"):
         digits_cnn.main(["test", "--ckpt_path=planted.ckpt", *QUIET])
     assert not Path("imported").exists()
+
+
+def test_flipped_bytes_inside_a_checkpoint_are_caught_before_loading(digits_checkpoint: Path, tmp_path: Path):
+    data = bytearray(digits_checkpoint.read_bytes())
+    middle = len(data) // 2  # inside a tensor record: torch.load alone would read it without complaint
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    flipped = tmp_path / "flipped.ckpt"
+    flipped.write_bytes(bytes(data))
+    assert torch.load(flipped, weights_only=True)["state_dict"]  # the damage is silent to torch.load
+
+    message = r"flipped\.ckpt is corrupt: its record '.+' fails the CRC-32 check"
+    with pytest.raises(ValueError, match=message):
+        digits_cnn.main(["test", f"--ckpt_path={flipped}", *QUIET])
+    with pytest.raises(ValueError, match=message):
+        zoo.CNN.load_from_checkpoint(flipped)
+    model = zoo.CNN.load_from_checkpoint(digits_checkpoint)  # the intact file still loads, tensors only
+    saved = torch.load(digits_checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in saved.items())
+
+
+def test_load_from_checkpoint_in_python_refuses_a_foreign_class_without_importing_it(digits_checkpoint, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path.cwd()))
+    Path("planted_py.py").write_text("from pathlib import Path\nPath('imported_py').touch()\n")
+    checkpoint = torch.load(digits_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["_class_path"] = "planted_py.Model"
+    torch.save(checkpoint, "planted_py.ckpt")
+    with pytest.raises(ValueError, match=r"'planted_py\.Model' requested by the checkpoint .* was blocked"):
+        zoo.CNN.load_from_checkpoint("planted_py.ckpt")
+    checkpoint["hyper_parameters"]["_instantiator"] = "planted_py.build"
+    torch.save(checkpoint, "planted_py.ckpt")
+    with pytest.raises(ValueError, match=r"instantiator 'planted_py\.build' .* was blocked"):
+        zoo.CNN.load_from_checkpoint("planted_py.ckpt")
+    assert not Path("imported_py").exists()

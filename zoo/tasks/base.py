@@ -6,12 +6,15 @@ given, so the defaults here never fight a user's choice.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from typing import IO, Any, ClassVar
 
 import lightning as L
 import torch
 import torchmetrics
+from typing_extensions import Self
 
+from zoo._checkpoint import verify_checkpoint
 from zoo._hparams import to_primitive
 from zoo._registry import stop_if_resolving
 from zoo.tasks.optim import (
@@ -102,6 +105,25 @@ class TaskModule(L.LightningModule):
             checkpoint["train_metric_states"] = {
                 name: _copy_state(metric.metric_state) for name, metric in self._train_metrics()
             }
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike[str] | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | os.PathLike[str] | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> Self:
+        """Lightning's ``load_from_checkpoint``, reading tensors only (``weights_only=True``) and refusing a file
+        whose records fail their checksum. Lightning (2.6.6+) builds only an already imported subclass of ``cls``
+        named by the checkpoint, through an allow-listed instantiator."""
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            verify_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put back the training metrics' sums of an epoch that was interrupted."""
