@@ -101,7 +101,7 @@ def test_warmup_cosine_schedule_in_a_real_trainer():
 def test_invalid_training_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="plateau"):
         zoo.MLP(scheduler="plateau", warmup_epochs=1)
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a positive"):
         zoo.MLP(lr=0)
     with pytest.raises(ValueError, match="label_smoothing"):
         zoo.MLP(label_smoothing=1.5)

@@ -58,11 +58,11 @@ class TaskModule(L.LightningModule):
         min_lr_ratio: float = 0.0,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if weight_decay < 0 or warmup_epochs < 0 or not 0 <= min_lr_ratio <= 1:
+        if not lr > 0 or lr == float("inf"):  # written so that NaN fails too
+            raise ValueError(f"lr must be a positive finite number, got {lr}")
+        if not (weight_decay >= 0 and warmup_epochs >= 0 and 0 <= min_lr_ratio <= 1):
             raise ValueError("weight_decay and warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]")
-        check_schedule(scheduler, warmup_epochs)
+        check_schedule(scheduler, warmup_epochs, optimizer)
         # Collects the init arguments of the whole subclass chain, so load_from_checkpoint rebuilds the model.
         self.save_hyperparameters()
         # Hydra's ListConfig/DictConfig, numpy values and tuples as plain lists, dicts and scalars: checkpoints load

@@ -7,7 +7,7 @@ The schedules that change per step (cosine, one-cycle, step decay) are expressed
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from timm.optim import param_groups_weight_decay
@@ -59,8 +59,12 @@ def lr_factor(
     return 1.0
 
 
-def check_schedule(schedule: SchedulerName, warmup_epochs: float) -> None:
-    """Raise for a schedule that cannot be built (called at construction, so errors come early)."""
+def check_schedule(schedule: SchedulerName, warmup_epochs: float, optimizer: OptimizerName | None = None) -> None:
+    """Raise for a schedule or optimizer that cannot be built (called at construction, so errors come early)."""
+    if schedule not in get_args(SchedulerName):
+        raise ValueError(f"Unknown scheduler {schedule!r}; choose from {', '.join(get_args(SchedulerName))}.")
+    if optimizer is not None and optimizer not in get_args(OptimizerName):
+        raise ValueError(f"Unknown optimizer {optimizer!r}; choose from {', '.join(get_args(OptimizerName))}.")
     if schedule == "plateau" and warmup_epochs:
         raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
 
