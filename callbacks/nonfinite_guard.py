@@ -107,9 +107,16 @@ class NonFiniteGuard(Callback):
         self._bad_input: str | None = None
         self._batch_idx: int | None = None
         self._norm_stats: dict[str, Tensor] | None = None
+        # The statistics tensors themselves, found once per fit: walking every module on every step costs more
+        # than the checks on a small model.
+        self._stat_tensors: list[tuple[str, Tensor]] = []
 
     def _due(self, trainer: L.Trainer) -> bool:
         return trainer.global_step % self.every_n_steps == 0
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stat_tensors = _norm_statistics(pl_module)
 
     @override
     def on_train_batch_start(
@@ -119,7 +126,7 @@ class NonFiniteGuard(Callback):
             return
         self._batch_idx = batch_idx
         if self.restore_norm_stats and self._norm_stats is None:
-            self._norm_stats = {name: t.detach().clone() for name, t in _norm_statistics(pl_module)}
+            self._norm_stats = {name: t.detach().clone() for name, t in self._stat_tensors}
         if self.check_inputs and self._bad_input is None:
             self._bad_input = _first_nonfinite_input(batch)
 
@@ -141,7 +148,7 @@ class NonFiniteGuard(Callback):
             checks += [torch.isfinite(p.grad).all() for _, p in named if p.grad is not None]
         if self.check_params:
             checks += [torch.isfinite(p.detach()).all() for _, p in named]
-        checks += [torch.isfinite(t).all() for _, t in _norm_statistics(pl_module)]
+        checks += [torch.isfinite(t).all() for _, t in self._stat_tensors]
         bad = bad_input is not None
         if checks:
             device = checks[0].device
@@ -153,9 +160,9 @@ class NonFiniteGuard(Callback):
 
         step = trainer.global_step
         first_param = _first_nonfinite(named, grads=False) if self.check_params else None
-        first_stat = _first_nonfinite_tensor(_norm_statistics(pl_module))
+        first_stat = _first_nonfinite_tensor(self._stat_tensors)
         if norm_stats is not None:
-            restored = dict(_norm_statistics(pl_module))
+            restored = dict(self._stat_tensors)
             with torch.no_grad():
                 for name, saved in norm_stats.items():
                     restored[name].copy_(saved)
