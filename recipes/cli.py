@@ -357,14 +357,39 @@ def _data_input(cls: type) -> str:
     return "from files"
 
 
-def main(args: Sequence[str] | None = None) -> ZooCLI | None:
-    """The ``zoo`` command: ``zoo list`` or LightningCLI subcommands with short model/data names."""
+#: ``zoo <tool>``: programs beside LightningCLI's subcommands, each a module with ``main(args)``. ``zoo predict`` is the
+#: file/text predictor when given ``--inputs`` or ``--text``, else LightningCLI's ``predict`` over a datamodule.
+TOOLS = {
+    "export": "recipes.export",
+    "predict": "recipes.predict",
+    "serve": "recipes.serve",
+    "explain": "recipes.explain",
+    "sample": "recipes.sample",
+}
+
+
+def _tool(args: Sequence[str]) -> str | None:
+    """The module of the tool ``args`` ask for, or None for LightningCLI."""
+    name = args[0] if args else None
+    if name == "predict" and not any(arg.split("=")[0] in ("--inputs", "--text") for arg in args):
+        return None
+    return TOOLS.get(name) if name else None
+
+
+def main(args: Sequence[str] | None = None) -> Any:
+    """The ``zoo`` command: ``zoo list``, the tools of :data:`TOOLS`, or LightningCLI subcommands with short
+    model/data names."""
     args = list(sys.argv[1:] if args is None else args)
     if args[:1] == ["list"]:
         print_registry()
         return None
+    tool = _tool(args)
+    if tool is not None:
+        return importlib.import_module(tool).main(args[1:])
     if not args:
-        rank_zero_info("usage: zoo {list,fit,validate,test,predict} [--model NAME] [--data NAME] [options]")
+        rank_zero_info(
+            "usage: zoo {list,fit,validate,test,predict,export,serve,explain,sample} [--model NAME] [--data NAME] ..."
+        )
     parser_kwargs = {subcommand: {"default_config_files": [DEFAULTS_YAML]} for subcommand in SUBCOMMANDS}
     return ZooCLI(args=expand_short_names(args), parser_kwargs=parser_kwargs)
 

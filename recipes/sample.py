@@ -8,29 +8,21 @@ python -m recipes.sample --ckpt_path logs/seq2seq_reverse/version_0/checkpoints/
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 import torch
 
-from recipes.checkpoints import read_checkpoint
+import zoo
 from zoo.tasks import LanguageModel, Seq2SeqTask
 
 
 def load_model(ckpt_path: str) -> LanguageModel | Seq2SeqTask:
     """The zoo model a checkpoint was written by, rebuilt from its saved hyperparameters (``weights_only``)."""
-    checkpoint = read_checkpoint(ckpt_path)
-    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-    if not class_path:
-        raise ValueError(f"{ckpt_path} does not name its model class (no _class_path): was it written by a recipe?")
-    module, _, name = class_path.rpartition(".")
-    if module != "zoo" and not module.startswith("zoo."):
-        raise ValueError(f"{ckpt_path} names the model class {class_path}, which is not part of the zoo; not imported")
-    cls = getattr(importlib.import_module(module), name)
-    if not issubclass(cls, (LanguageModel, Seq2SeqTask)):
-        raise ValueError(f"{ckpt_path} holds a {class_path}, which neither generates text nor answers sources")
-    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).eval()
+    model = zoo.load_from_checkpoint(ckpt_path)
+    if not isinstance(model, (LanguageModel, Seq2SeqTask)):
+        raise ValueError(f"{ckpt_path} holds a {type(model).__name__}: neither generates text nor answers a source")
+    return model
 
 
 def main(args: Sequence[str] | None = None) -> str:

@@ -6,6 +6,7 @@
 ['cnn_bn', 'cnn_bn_cifar']
 """
 
+from zoo._checkpoint import load_from_checkpoint
 from zoo._registry import (
     InputSpec,
     ModelInfo,
@@ -95,6 +96,7 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
+    "load_from_checkpoint",
     "model_info",
     "preset_config",
     "register_model",

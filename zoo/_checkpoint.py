@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import zipfile
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from zoo.tasks import TaskModule
 
 
 def verify_checkpoint(path: str | os.PathLike[str]) -> None:
@@ -26,3 +33,34 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> None:
             "written (disk or copy error). Nothing was loaded; use another checkpoint (the best one beside "
             "last.ckpt, or an earlier copy)."
         )
+
+
+def load_from_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> TaskModule:
+    """The zoo model a checkpoint was written by, rebuilt from its saved hyperparameters, in eval mode.
+
+    Reads tensors only (``weights_only=True``) after the CRC check, and imports nothing outside the zoo: the
+    checkpoint names its class (``_class_path``), which must be a zoo task.
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: naming ``path`` when it is damaged, not a Lightning checkpoint, or of a class outside the zoo.
+    """
+    from zoo.tasks import TaskModule
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    verify_checkpoint(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # zip, unpickling and weights_only failures come in many types
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path") if isinstance(checkpoint, dict) else None
+    if not class_path:
+        raise ValueError(f"{path} does not name its model class (no hyper_parameters._class_path)")
+    module, _, name = class_path.rpartition(".")
+    if module != "zoo" and not module.startswith("zoo."):
+        raise ValueError(f"{path} names the model class {class_path}, which is not part of the zoo; not imported")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, TaskModule)):
+        raise ValueError(f"{path} names {class_path}, which is not a zoo model class")
+    return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True).eval()
