@@ -84,6 +84,7 @@ class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10: 50k train (split into train/val) + 10k test, 3x32x32, 10 classes."""
 
     num_classes = 10
+    classes = CIFAR10_CLASSES
     in_channels = 3
     img_size = (32, 32)
     mean = (0.4914, 0.4822, 0.4465)

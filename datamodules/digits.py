@@ -29,6 +29,7 @@ class DigitsDataModule(ImageDataModule):
     """
 
     num_classes = 10
+    classes = tuple(str(digit) for digit in range(10))
     in_channels = 1
     img_size = (8, 8)
     mean = (0.3055,)

@@ -77,6 +77,7 @@ class MNISTDataModule(ImageDataModule):
 
     dataset_cls = datasets.MNIST
     num_classes = 10
+    classes = tuple(str(digit) for digit in range(10))
     in_channels = 1
     img_size = (28, 28)
     mean = (0.1307,)
@@ -180,6 +181,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST clothing images: 60k train + 10k test, 1x28x28, 10 classes, same file names as MNIST."""
 
     dataset_cls = datasets.FashionMNIST
+    classes = tuple(datasets.FashionMNIST.classes)
     mean = (0.2860,)
     std = (0.3530,)
     hflip = True
