@@ -22,6 +22,7 @@ from callbacks.attention_maps import AttentionMapLogger
 from callbacks.averaging import StochasticWeightAveraging
 from callbacks.confusion_matrix import ConfusionMatrixLogger
 from callbacks.exact_resume import ExactResume
+from callbacks.fast_path import FastPath, cpu_has_native_bf16
 from callbacks.feature_maps import FeatureMapLogger
 from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
@@ -35,6 +36,7 @@ __all__ = [
     "AttentionMapLogger",
     "ConfusionMatrixLogger",
     "ExactResume",
+    "FastPath",
     "FeatureMapLogger",
     "Finding",
     "GradientStatsMonitor",
@@ -46,6 +48,7 @@ __all__ = [
     "StochasticWeightAveraging",
     "TrainingDiagnosis",
     "checkpoint_filename",
+    "cpu_has_native_bf16",
     "default_callbacks",
     "diagnose",
     "last_checkpoint",

@@ -28,8 +28,9 @@ class NonFiniteGuard(Callback):
     the action: all gradients are set to ``None``, so the optimizer skips every parameter and its state (Adam
     moments, step counts, momentum buffers) stays as it was. The running statistics of normalization layers
     (BatchNorm's ``running_mean``/``running_var``, updated by the forward pass itself) are put back as they were
-    before the batch. The learning-rate scheduler still steps. One check costs a pass over the gradients and
-    parameters, a copy of the normalization statistics and one host sync.
+    before the batch. The learning-rate scheduler still steps. One check costs a total norm of the gradients and one
+    of the parameters (a few fused kernels), a copy of the normalization statistics and one host sync; the exact
+    per-tensor checks run only when that finds something.
 
     Actions:
 
@@ -104,7 +105,7 @@ class NonFiniteGuard(Callback):
         # Per optimizer step (gradient accumulation runs several batches per step): the losses passed to backward,
         # the first non-finite input seen, and the normalization statistics from before the first forward pass.
         self._losses: list[Tensor] = []
-        self._bad_input: str | None = None
+        self._batches: list[Any] = []
         self._batch_idx: int | None = None
         self._norm_stats: dict[str, Tensor] | None = None
         # The statistics tensors themselves, found once per fit: walking every module on every step costs more
@@ -127,8 +128,10 @@ class NonFiniteGuard(Callback):
         self._batch_idx = batch_idx
         if self.restore_norm_stats and self._norm_stats is None:
             self._norm_stats = {name: t.detach().clone() for name, t in self._stat_tensors}
-        if self.check_inputs and self._bad_input is None:
-            self._bad_input = _first_nonfinite_input(batch)
+        if self.check_inputs:
+            # Kept, not checked: the check joins the step's single host sync (a sync per tensor here costs more
+            # than a small model's step). Found bad, the inputs are described then.
+            self._batches.append(batch)
 
     @override
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
@@ -138,26 +141,29 @@ class NonFiniteGuard(Callback):
     @override
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
         losses, self._losses = self._losses, []
-        bad_input, self._bad_input = self._bad_input, None
+        batches, self._batches = self._batches, []
         norm_stats, self._norm_stats = self._norm_stats, None
         if not self._due(trainer):
             return
-        checks = [torch.isfinite(loss).all() for loss in losses]
-        named = list(pl_module.named_parameters())
-        if self.check_grads:
-            checks += [torch.isfinite(p.grad).all() for _, p in named if p.grad is not None]
-        if self.check_params:
-            checks += [torch.isfinite(p.detach()).all() for _, p in named]
-        checks += [torch.isfinite(t).all() for _, t in self._stat_tensors]
-        bad = bad_input is not None
-        if checks:
-            device = checks[0].device
-            bad = bad or not bool(torch.stack([c.to(device) for c in checks]).all())
+        # The optimizer's parameters are the ones this step changes (frozen ones cannot turn non-finite).
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        inputs = [t for batch in batches for t in _float_tensors(batch)]
+        bad = self._any_nonfinite(losses, inputs, params)
+        bad_input, named = None, list(pl_module.named_parameters()) if bad else []
+        if bad:  # the fused check can overflow on huge finite values: the exact per-tensor checks decide
+            bad_input = next(filter(None, map(_first_nonfinite_input, batches)), None)
+            exact = [*((f"loss{i}", loss) for i, loss in enumerate(losses)), *self._stat_tensors]
+            if self.check_grads:
+                exact += [(name, p.grad) for name, p in named]
+            if self.check_params:
+                exact += [(name, p.detach()) for name, p in named]
+            bad = bad_input is not None or _first_nonfinite_tensor(exact) is not None
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             self.consecutive_skips = 0
             return
 
+        named = named or list(pl_module.named_parameters())  # another rank found the bad value
         step = trainer.global_step
         first_param = _first_nonfinite(named, grads=False) if self.check_params else None
         first_stat = _first_nonfinite_tensor(self._stat_tensors)
@@ -206,6 +212,22 @@ class NonFiniteGuard(Callback):
                 f"Resume from the last checkpoint written before this step. {self.report or ''}".rstrip()
             )
 
+    def _any_nonfinite(self, losses: list[Tensor], inputs: list[Tensor], params: list[Tensor]) -> bool:
+        """Whether any checked value may be non-finite, with one host sync: a NaN or Inf anywhere makes a total
+        norm non-finite (as does a sum of squares above the float range, which the exact checks then clear)."""
+        checks = [torch.isfinite(loss).all() for loss in losses]
+        checks += [torch.isfinite(t).all() for t in inputs]
+        groups = [[t for _, t in self._stat_tensors]]
+        if self.check_grads:
+            groups.append([p.grad for p in params if p.grad is not None])
+        if self.check_params:
+            groups.append([p.detach() for p in params])
+        checks += [torch.isfinite(_total_norm(group)) for group in groups if group]
+        if not checks:
+            return False
+        device = checks[0].device
+        return not bool(torch.stack([check.to(device) for check in checks]).all())
+
     def _report(
         self,
         trainer: L.Trainer,
@@ -246,6 +268,22 @@ class NonFiniteGuard(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped_steps = state_dict["skipped_steps"]
         self.consecutive_skips = state_dict["consecutive_skips"]
+
+
+def _total_norm(tensors: list[Tensor]) -> Tensor:
+    """The 2-norm of all ``tensors`` together, in a few fused kernels (``get_total_norm``, torch 2.6+)."""
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if total_norm is not None:
+        return total_norm(tensors, norm_type=2.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
+def _float_tensors(batch: Any) -> list[Tensor]:
+    """The floating-point tensors of a batch (tensors, or dicts, lists and tuples of them)."""
+    if isinstance(batch, Tensor):
+        return [batch] if batch.is_floating_point() else []
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    return [t for value in values for t in _float_tensors(value)]
 
 
 def _first_nonfinite(named: list[tuple[str, torch.nn.Parameter]], grads: bool) -> str | None:

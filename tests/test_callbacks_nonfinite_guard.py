@@ -191,6 +191,35 @@ def test_finite_training_is_untouched(tmp_path: Path) -> None:
     assert trainer.global_step == 4 and guard.report is None and guard.skipped_steps == 0
 
 
+class HugeGradients(TwoLayer):
+    """Gradients of 1e30: finite, but their sum of squares overflows float32, so the fused norm check reads Inf."""
+
+    def on_after_backward(self):
+        for p in self.parameters():
+            p.grad.fill_(1e30)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-32)  # steps of 0.01: the weights stay finite
+
+
+def test_huge_finite_gradients_are_not_mistaken_for_nonfinite(tmp_path: Path) -> None:
+    guard, snaps = NonFiniteGuard(action="stop"), Snapshots()
+    trainer = L.Trainer(
+        max_steps=3,
+        callbacks=[guard, snaps],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+    )
+    model = HugeGradients()
+    trainer.fit(model, loader())
+    assert torch.isinf(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))  # the fused check fires
+    assert trainer.global_step == 3 and guard.report is None and guard.skipped_steps == 0
+    assert not same(snaps.before[2], snaps.after[2])  # every update was applied
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -1,0 +1,76 @@
+"""What the benchmarks share: per-batch timers, robust rates and a description of the machine they ran on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class StepTimer(L.Callback):
+    """Wall time of every training (and validation) batch, from the previous batch's end, so data loading counts."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.eval_times: list[float] = []
+        self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(self._lap(pl_module))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.eval_times.append(self._lap(pl_module))
+
+    def _lap(self, pl_module: L.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        lap, self._last = now - self._last, now
+        return lap
+
+
+def median_rate(times: list[float], skip: int) -> float:
+    """Batches per second from the median batch time after the first ``skip`` (warm-up, compilation)."""
+    kept = times[skip:] if len(times) > skip else times
+    return 1.0 / statistics.median(kept)
+
+
+def machine() -> dict[str, Any]:
+    """The machine and versions a result was measured with."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            model = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_json(result: dict[str, Any], out: str | Path) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path
