@@ -169,8 +169,10 @@ class RNNClassifier(SequenceClassifier):
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled features ``(B, num_features)``."""
+        given = lengths
         lengths = self.check_input(x, lengths)
-        states, last = self.encoder(x, lengths)
+        # Without lengths the encoder skips its data-dependent packing test, so the model exports (torch.export).
+        states, last = self.encoder(x, given)
         return self.dropout(self.pool(states, lengths, last=last))
 
 
@@ -216,8 +218,9 @@ class RNNTagger(SequenceTagger):
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Per-step features ``(B, T, num_features)``, zero after each length."""
-        lengths = self.check_input(x, lengths)
-        return self.dropout(self.encoder(x, lengths)[0])
+        given = lengths
+        self.check_input(x, lengths)
+        return self.dropout(self.encoder(x, given)[0])  # no lengths: no data-dependent packing test (exportable)
 
 
 def _create_rnn_classifier(**kwargs: Any) -> RNNClassifier:
