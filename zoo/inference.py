@@ -273,10 +273,21 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> Predictor:
         """A predictor over the zoo model of a checkpoint (read safely by :func:`zoo.load_from_checkpoint`)."""
         from zoo._checkpoint import load_from_checkpoint
-        from zoo.tasks import ImageClassifier
 
         model = load_from_checkpoint(path)
-        preprocessing = checkpoint_preprocessing(path, model)
+        return cls.from_model(model, checkpoint_preprocessing(path, model), str(path))
+
+    @classmethod
+    def from_model(
+        cls, model: torch.nn.Module, preprocessing: Preprocessing | None = None, source: str = "memory"
+    ) -> Predictor:
+        """A predictor over a zoo model in memory (put in eval mode); ``preprocessing`` defaults to the model's own
+        sizes and vocabulary, without normalization."""
+        from zoo.tasks import ImageClassifier
+
+        if preprocessing is None:
+            sizes = {key: getattr(model, key, None) for key in ("in_channels", "img_size", "vocab")}
+            preprocessing = Preprocessing.from_dict({key: value for key, value in sizes.items() if value})
         example = model.example_input_array
         if isinstance(model, ImageClassifier):
             shape = [None, model.in_channels, *model.img_size]  # the trained size, even where pooling takes others
@@ -292,7 +303,7 @@ class Predictor:
             shape,
             dtype,
             preprocessing,
-            str(path),
+            source,
             model=model,
             block_size=getattr(model, "block_size", None),
             vocab_size=getattr(model, "vocab_size", None),
@@ -300,7 +311,13 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike[str]) -> Predictor:
-        """A predictor over an ONNX file run by onnxruntime, described by its ``zoo.*`` metadata."""
+        """A predictor over an ONNX file run by onnxruntime, described by its ``zoo.*`` metadata.
+
+        Raises:
+            FileNotFoundError: when ``path`` is not a file.
+            ValueError: naming ``path`` when onnxruntime cannot read it, its metadata is not JSON, or the model has
+                several inputs.
+        """
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such ONNX file")
         try:
@@ -322,6 +339,8 @@ class Predictor:
         graph_shape = [dim if isinstance(dim, int) else None for dim in backend.input.shape]
         shape = read_json("input_shape", graph_shape)
         dtype = meta.get(METADATA_KEYS["input_dtype"]) or ("int64" if "int64" in backend.input.type else "float32")
+        if len(backend.session.get_inputs()) != 1 or dtype.startswith("["):
+            raise ValueError(f"{path} has several inputs; a predictor feeds models of one input only")
         class_path = meta.get(METADATA_KEYS["class_path"]) or hparams.get("_class_path") or "unknown"
         task = meta.get(METADATA_KEYS["task"]) or class_path.rpartition(".")[2]
         values = read_json("preprocess", {})

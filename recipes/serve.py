@@ -1,0 +1,202 @@
+"""Serve a checkpoint or an ONNX file over HTTP (FastAPI, uvicorn).
+
+zoo serve --ckpt_path logs/digits_cnn/version_0/checkpoints/last.ckpt --host 127.0.0.1 --port 8000
+zoo serve --onnx digits_cnn.onnx --port 8000 --max_bytes 1000000
+
+curl -F file=@digit.png http://127.0.0.1:8000/predict                            # multipart upload
+curl --data-binary @digit.png -H "Content-Type: image/png" http://127.0.0.1:8000/predict   # raw image bytes
+curl -H "Content-Type: application/json" -d '{"inputs": [[[[0.0, ...]]]]}' http://127.0.0.1:8000/predict
+curl -H "Content-Type: application/json" -d '{"text": "ROMEO:", "max_new_tokens": 100}' .../predict  # text models
+
+``GET /health`` answers ``{"status": "ok"}``; ``GET /metadata`` names the model, its classes and what it reads.
+``POST /predict`` answers ``{"predictions": [...]}`` (``?top_k=N``). Bad requests get a 4xx with
+``{"detail": "..."}``: 400 malformed body, 413 body over ``--max_bytes``, 415 no image or an unknown content type,
+422 input that does not fit the model (the message names the expected shape and dtype, or the characters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from zoo.inference import InputError, Predictor
+
+#: The largest request body accepted by default (8 MiB).
+DEFAULT_MAX_BYTES = 8 << 20
+#: The most characters one text request may ask for.
+MAX_NEW_TOKENS = 2000
+
+
+class RequestError(Exception):
+    """A request answered with ``status`` and ``{"detail": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it outgrows ``max_bytes`` (a declared length first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestError(413, f"the request body has {declared} bytes; this server takes at most {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(413, f"the request body is over {max_bytes} bytes, the most this server takes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _form_files(request: Request, body: bytes) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of each file of a multipart body."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive).form()
+    except Exception as error:  # python-multipart and Starlette raise several types for broken bodies
+        raise RequestError(400, f"malformed multipart body ({error})") from error
+    files = []
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):
+            files.append((value.filename or key, await value.read()))
+    if not files:
+        raise RequestError(400, "the multipart body holds no file: send the image as a file field, e.g. -F file=@x.png")
+    return files
+
+
+def _json_request(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RequestError(400, f"malformed JSON body ({error})") from error
+    if not isinstance(payload, dict) or not ({"inputs", "text"} & payload.keys()):
+        raise RequestError(400, 'the JSON body must be an object with "inputs" (a nested list) or "text"')
+    return payload
+
+
+def _tensor(inputs: Any, predictor: Predictor) -> torch.Tensor:
+    """A nested list as a tensor; ragged or non-numeric lists are a 422 naming the expected shape."""
+    try:
+        x = torch.tensor(inputs)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise InputError(
+            f'"inputs" must be a rectangular nested list of numbers of shape {predictor.input_spec()} ({error})'
+        ) from error
+    if x.dtype == torch.bool:
+        raise InputError(f'"inputs" holds booleans; {predictor.model_name} reads {predictor.input_spec()}')
+    return x
+
+
+def _generate(predictor: Predictor, payload: dict[str, Any]) -> dict[str, Any]:
+    text = payload["text"]
+    options = {key: payload.get(key, default) for key, default in (("max_new_tokens", 200), ("temperature", 0.8))}
+    options.update(top_k=payload.get("top_k"), seed=payload.get("seed", 0))
+    if not isinstance(text, str):
+        raise InputError('"text" must be a string')
+    numbers = (options["max_new_tokens"], options["temperature"], options["seed"], options["top_k"] or 1)
+    if any(isinstance(value, bool) or not isinstance(value, (int, float)) for value in numbers):
+        raise InputError('"max_new_tokens", "temperature", "top_k" and "seed" must be numbers')
+    if not 0 <= options["max_new_tokens"] <= MAX_NEW_TOKENS:
+        raise InputError(f'"max_new_tokens" must be in [0, {MAX_NEW_TOKENS}]')
+    return predictor.generate(
+        text, int(options["max_new_tokens"]), float(options["temperature"]), options["top_k"], int(options["seed"])
+    )
+
+
+def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, top_k: int = 5) -> FastAPI:
+    """The serving app over ``predictor``: ``GET /health``, ``GET /metadata`` and ``POST /predict``.
+
+    Args:
+        predictor: the model and its preprocessing.
+        max_bytes: the largest request body; a larger one is answered 413 without reading it all.
+        top_k: classes per prediction unless the request asks otherwise (``?top_k=N``).
+    """
+    if max_bytes < 1 or top_k < 1:
+        raise ValueError(f"max_bytes and top_k must be >= 1, got {max_bytes} and {top_k}")
+    app = FastAPI(title=f"lightning-zoo: {predictor.model_name}", version="1")
+    metadata = predictor.metadata()
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": error.message}, status_code=error.status)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, error: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def model_metadata() -> dict[str, Any]:
+        return metadata
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        query = request.query_params.get("top_k", str(top_k))
+        if not query.isdigit() or int(query) < 1:
+            raise RequestError(422, f"top_k must be a positive integer, got {query!r}")
+        k = int(query)
+        body = await _read_body(request, max_bytes)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "application/json":
+            payload = _json_request(body)
+            if "text" in payload:
+                return {"predictions": [await run_in_threadpool(_generate, predictor, payload)]}
+            x = _tensor(payload["inputs"], predictor)
+            return {"predictions": await run_in_threadpool(predictor.predict_tensor, x, k)}
+        if content_type == "multipart/form-data":
+            files = await _form_files(request, body)
+        elif content_type.startswith("image/") or content_type == "application/octet-stream":
+            files = [("the upload", body)]
+        else:
+            raise RequestError(
+                415,
+                f"unsupported content type {content_type or 'none'!r}: send multipart/form-data (an image file), "
+                "image/* bytes or application/json",
+            )
+        names, images = [name for name, _ in files], [data for _, data in files]
+        return {"predictions": await run_in_threadpool(predictor.predict_images, images, k, names)}
+
+    return app
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """``zoo serve``: parse ``args`` (``None``: ``sys.argv``) and serve until interrupted."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="zoo serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--ckpt_path", help="a checkpoint of a zoo model")
+    model.add_argument("--onnx", help="an ONNX file written by `zoo export`")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves on every interface")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest request body")
+    parser.add_argument("--top_k", type=int, default=5, help="classes per prediction (requests: ?top_k=N)")
+    parser.add_argument("--log_level", default="info")
+    options = parser.parse_args(args)
+    try:
+        predictor = Predictor.from_onnx(options.onnx) if options.onnx else Predictor.from_checkpoint(options.ckpt_path)
+        app = create_app(predictor, options.max_bytes, options.top_k)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
