@@ -246,3 +246,19 @@ def test_onnx_language_model_generates_what_the_checkpoint_does(language_model):
         onnx.generate("~")
     with pytest.raises(InputError, match=r"token ids in \[0, \d+\]"):
         onnx.predict_tensor(torch.full((1, 4), 999))
+
+
+def test_sequence_to_sequence_model_answers_text():
+    torch.manual_seed(0)
+    model = zoo.create_model("seq2seq_transformer_test", vocab="0123456789", max_length=6).eval()
+    predictor = Predictor.from_model(model)
+    assert predictor.kind == "text" and predictor.task == "Seq2SeqTask"
+    assert predictor.generate("3141") == {
+        "input": "3141",
+        "output": model.generate("3141"),
+        "continuation": model.generate("3141"),
+    }
+    with pytest.raises(InputError, match="max_length"):
+        predictor.generate("1234567")
+    with pytest.raises(InputError, match=r'answers text: send \{"text"'):
+        predictor.predict_tensor(torch.zeros(1, 3, dtype=torch.long))

@@ -22,6 +22,7 @@ import importlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -202,6 +203,8 @@ class _OnnxBackend:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the dynamo exporter's files draw harmless warnings
+        # As many threads as torch uses (OMP_NUM_THREADS), not one per core: onnxruntime's default spins them all.
+        options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
 
@@ -275,7 +278,14 @@ class Predictor:
         from zoo._checkpoint import load_from_checkpoint
 
         model = load_from_checkpoint(path)
-        return cls.from_model(model, checkpoint_preprocessing(path, model), str(path))
+        predictor = cls.from_model(model, checkpoint_preprocessing(path, model), str(path))
+        if predictor.kind == "image" and predictor.preprocessing.mean is None:
+            warnings.warn(
+                f"{path} names no datamodule (it was not written by a recipe): images are scaled to [0, 1] but not "
+                "normalized, which is right only if the model was trained so",
+                stacklevel=2,
+            )
+        return predictor
 
     @classmethod
     def from_model(
@@ -473,6 +483,8 @@ class Predictor:
         Raises:
             InputError: for input the checks or the model's own ``check_input`` refuse.
         """
+        if self.task == "Seq2SeqTask":
+            raise InputError(f'{self.model_name} answers text: send {{"text": "..."}}')
         x = self.check_tensor(x)
         try:
             return self.backend(x)
@@ -538,15 +550,18 @@ class Predictor:
         if max_new_tokens < 0 or temperature < 0 or (top_k is not None and top_k < 1):
             raise InputError("need max_new_tokens >= 0, temperature >= 0 and top_k >= 1 (or none)")
         generator = torch.Generator().manual_seed(seed)
-        if self.task == "Seq2SeqTask":
-            if self.model is None:
-                raise InputError("sequence-to-sequence models answer from a checkpoint only (not ONNX)")
-            answer = self.model.generate(text)
-            return {"input": text, "output": answer, "continuation": answer}
-        if self.model is not None:
-            output = self.model.generate(text, max_new_tokens, temperature, top_k, generator)
-        else:
-            output = self._onnx_generate(text, max_new_tokens, temperature, top_k, generator)
+        if self.task == "Seq2SeqTask" and self.model is None:
+            raise InputError("sequence-to-sequence models answer from a checkpoint only (not ONNX)")
+        try:
+            if self.task == "Seq2SeqTask":
+                answer = self.model.generate(text)
+                return {"input": text, "output": answer, "continuation": answer}
+            if self.model is not None:
+                output = self.model.generate(text, max_new_tokens, temperature, top_k, generator)
+            else:
+                output = self._onnx_generate(text, max_new_tokens, temperature, top_k, generator)
+        except ValueError as error:  # the models' own checks (a source longer than max_length, ...)
+            raise InputError(str(error)) from error
         return {"input": text, "output": output, "continuation": output[len(text) :]}
 
     def _onnx_generate(
