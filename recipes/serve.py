@@ -9,9 +9,11 @@ curl -H "Content-Type: application/json" -d '{"inputs": [[[[0.0, ...]]]]}' http:
 curl -H "Content-Type: application/json" -d '{"text": "ROMEO:", "max_new_tokens": 100}' .../predict  # text models
 
 ``GET /health`` answers ``{"status": "ok"}``; ``GET /metadata`` names the model, its classes and what it reads.
-``POST /predict`` answers ``{"predictions": [...]}`` (``?top_k=N``). Bad requests get a 4xx with
-``{"detail": "..."}``: 400 malformed body, 413 body over ``--max_bytes``, 415 no image or an unknown content type,
-422 input that does not fit the model (the message names the expected shape and dtype, or the characters).
+``POST /predict`` answers ``{"predictions": [...]}``, one per image or sample, with ``?top_k=N`` classes each; a
+text request may also give ``max_new_tokens``, ``temperature``, ``top_k`` (sampling) and ``seed``. Bad requests get
+a 4xx with ``{"detail": "..."}``: 400 malformed body, 413 body over ``--max_bytes`` (or an image of more pixels
+than the predictor decodes), 415 no image or an unknown content type, 422 input that does not fit the model (the
+message names the expected shape and dtype, or the characters). The server keeps serving after any of them.
 """
 
 from __future__ import annotations

@@ -172,6 +172,12 @@ def test_unreadable_files_and_wrong_modes_are_named(digits, tmp_path):
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")  # 16-bit grey
     with pytest.raises(SystemExit, match=r"deep\.png: image mode 'I(;16)?' is not read.*8-bit grayscale"):
         predict(["--ckpt_path", digits["ckpt"], "--inputs", str(tmp_path / "deep.png")])
+    predictor = Predictor.load(digits["ckpt"])
+    predictor.max_pixels = 1000
+    Image.fromarray(np.zeros((40, 30), dtype=np.uint8)).save(tmp_path / "large.png")
+    with pytest.raises(InputError, match=r"large\.png: 30x40 pixels is more than the 1000") as error:
+        predictor.predict_images([str(tmp_path / "large.png")])
+    assert error.value.status == 413
     with pytest.raises(SystemExit, match=r"missing\.png: no such file or folder"):
         predict(["--ckpt_path", digits["ckpt"], "--inputs", str(tmp_path / "missing.png")])
     (tmp_path / "empty").mkdir()

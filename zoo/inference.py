@@ -245,6 +245,9 @@ class Predictor:
         vocab_size: the number of token ids of a model that reads them.
     """
 
+    #: The most pixels of one image that :meth:`load_image` decodes (PIL's own bomb check comes later).
+    max_pixels: int = 4096 * 4096
+
     def __init__(
         self,
         backend: Any,
@@ -437,8 +440,8 @@ class Predictor:
         """One image file (or its encoded bytes) as the model's input ``(C, H, W)``, preprocessed.
 
         Raises:
-            InputError: naming the file when it is no image (status 415), or of a mode with no single conversion
-                to the model's channels (16-bit, float, CMYK, ...; status 422).
+            InputError: naming the file when it is no image (status 415), larger than :attr:`max_pixels` (413),
+                or of a mode with no single conversion to the model's channels (16-bit, float, CMYK, ...; 422).
         """
         pre = self.preprocessing
         label = name or (str(source) if not isinstance(source, bytes) else "the upload")
@@ -446,6 +449,13 @@ class Predictor:
             raise InputError(f"{self.model_name} ({self.task}) does not read images; it reads {self.input_spec()}")
         try:
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                width, height = image.size
+                if width * height > self.max_pixels:  # before decoding: a small file may hold a huge image
+                    raise InputError(
+                        f"{label}: {width}x{height} pixels is more than the {self.max_pixels} this predictor "
+                        "decodes; downscale it first",
+                        status=413,
+                    )
                 image.load()
                 if image.mode not in IMAGE_MODES:
                     raise InputError(
@@ -456,6 +466,8 @@ class Predictor:
                 pixels = torch.from_numpy(_array(image.convert("L" if pre.in_channels == 1 else "RGB")))
         except InputError:
             raise
+        except Image.DecompressionBombError as error:
+            raise InputError(f"{label}: {error}", status=413) from error
         except (OSError, ValueError, SyntaxError) as error:  # PIL: UnidentifiedImageError, truncated files
             raise InputError(f"{label}: cannot read it as an image ({error})", status=415) from error
         pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
