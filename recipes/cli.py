@@ -27,7 +27,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
-from callbacks import checkpoint_filename
+from callbacks import FastPath, checkpoint_filename
+from callbacks.fast_path import warn_if_slow_bf16
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches, read_checkpoint
 from recipes.run_config import DEFAULT_LOGS_ROOT, RunConfigCallback
@@ -136,6 +137,8 @@ class ZooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(callback, FastPath) for callback in trainer.callbacks):
+            warn_if_slow_bf16(trainer)  # FastPath checks it itself
         # A fixed TensorBoard/CSV version names a folder before the run starts: refuse a taken one now, since a
         # failing run's loggers would still write into it.
         logger = trainer.logger

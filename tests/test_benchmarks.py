@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import make_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,3 +30,63 @@ def test_loop_overhead_writes_rates_ratios_and_per_step_overhead(tmp_path):
     step_ms = report["step_ms_median"]
     assert abs(step_ms["zoo"] - step_ms["raw"] - report["overhead_ms"]["zoo"]) < 1e-9
     assert abs(report["overhead_ms_at_0.90"] - step_ms["raw"] / 9) < 1e-9
+
+
+def test_precision_matrix_reports_every_cell_against_fp32(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import precision_matrix
+
+    out = tmp_path / "matrix.json"
+    args = ["--models=cnn_digits,lstm_lm_test", "--configs=fp32,fp32+cl,bf16", "--batch_size=4", "--warmup=1"]
+    result = precision_matrix.main([*args, "--steps=2", f"--out={out}"])
+    assert json.loads(out.read_text())["cells"] == result["cells"]
+    cnn, lstm = result["cells"]["cnn_digits"], result["cells"]["lstm_lm_test"]
+    assert cnn["fp32"]["unit"] == "images" and lstm["fp32"]["unit"] == "tokens"
+    assert lstm["fp32+cl"] == {"skipped": "no 4-D weights"}  # nothing to convert
+    assert cnn["fp32"]["train_speedup"] == 1.0
+    for row, config in ((cnn, "fp32+cl"), (cnn, "bf16"), (lstm, "bf16")):
+        cell = row[config]
+        assert cell["train_per_s"] > 0 and cell["eval_per_s"] > 0 and cell["train_warmup_s"] is not None
+        assert abs(cell["train_speedup"] - cell["train_per_s"] / row["fp32"]["train_per_s"]) < 1e-9
+        assert abs(cell["eval_speedup"] - cell["eval_per_s"] / row["fp32"]["eval_per_s"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_times_both_processes_and_reads_the_recipe_test_accuracy(tmp_path):
+    make_mnist(tmp_path / "data" / "mnist", n_train=1024, n_test=128)
+    out = tmp_path / "tta.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"), f"--data_dir={tmp_path / 'data'}"]
+    command += ["--rounds=1", "--raw_epochs=2", "--target=0.0", f"--out={out}", "--", "--trainer.max_epochs=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (round_,) = report["rounds"]
+    raw, recipe = round_["raw"], round_["recipe"]
+    assert [epoch["epoch"] for epoch in raw["epochs"]] == [1, 2]
+    assert raw["time_to_target_s"] == raw["epochs"][0]["elapsed_s"] < raw["wall_s"]  # the first epoch reached it
+    assert recipe["epochs"] == 1 and 0 <= recipe["final_test_acc"] <= 1
+    assert round_["ratio"] == recipe["wall_s"] / raw["time_to_target_s"] == report["ratio_median"]
+    assert report["all_reached"] and "recipe / raw time" in result.stdout
+
+
+def test_time_to_accuracy_names_the_missing_files(tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"), f"--data_dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "train-images-idx3-ubyte.gz" in result.stderr
+
+
+def test_vs_timm_compares_models_of_equal_size(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import vs_timm
+
+    out = tmp_path / "vs.json"
+    args = ["--models=efficientnet_b0", "--settings=fp32", "--batch_size=1", "--steps=1", "--rounds=2"]
+    result = vs_timm.main([*args, f"--out={out}"])
+    rows = result["rows"]
+    references = ("timm/efficientnet_b0", "torchvision/efficientnet_b0")
+    expected = {(ref, mode) for ref in references for mode in ("train", "inference")}
+    assert {(row["reference"], row["mode"]) for row in rows} == expected
+    for row in rows:
+        assert row["params"] == 5288548
+        assert row["ratio_per_round"] == [z / r for z, r in zip(row["zoo_per_s"], row["ref_per_s"], strict=True)]
+    assert json.loads(out.read_text())["rows"] == rows

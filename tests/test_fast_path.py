@@ -140,3 +140,9 @@ def test_fast_config_turns_on_bf16_channels_last_and_compile_beside_the_defaults
     convs = [p for p in cli.model.parameters() if p.dim() == 4]
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert torch.isfinite(cli.trainer.callback_metrics["test/loss"])
+
+
+def test_recipes_warn_about_emulated_bf16_without_the_fast_path(monkeypatch):
+    monkeypatch.setattr(fast_path_module, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without native bf16"):
+        digits_cnn.main(["fit", "--trainer.precision=bf16-mixed", "--trainer.fast_dev_run=1", *QUIET])

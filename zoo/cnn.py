@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ class SimpleCNN(ImageClassifier):
         channels: output channels of each conv stage.
         hidden_dim: width of the fully connected hidden layer.
         act: activation name.
+        norm: ``"batchnorm"`` after each convolution (which then has no bias), or ``"none"``.
         dropout: dropout before the last layer.
         init: weight initialization scheme.
         **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.ImageClassifier`.
@@ -43,6 +44,7 @@ class SimpleCNN(ImageClassifier):
         channels: Sequence[int] = (32, 64),
         hidden_dim: int = 128,
         act: str = "relu",
+        norm: Literal["none", "batchnorm"] = "none",
         dropout: float = 0.25,
         init: InitScheme = "kaiming",
         **task_args: Any,
@@ -51,11 +53,17 @@ class SimpleCNN(ImageClassifier):
         height, width = self.img_size
         if min(height, width) < 2 ** len(channels):
             raise ValueError(f"img_size {self.img_size} is too small for {len(channels)} pooling stages")
+        if norm not in ("none", "batchnorm"):
+            raise ValueError(f"norm must be 'none' or 'batchnorm', got {norm!r}")
         act_layer = get_act_layer(act)
         layers: list[nn.Module] = []
         prev = in_channels
         for out in channels:
-            layers += [nn.Conv2d(prev, out, 3, padding=1), act_layer(), nn.MaxPool2d(2)]
+            if norm == "batchnorm":
+                layers += [nn.Conv2d(prev, out, 3, padding=1, bias=False), nn.BatchNorm2d(out)]
+            else:
+                layers.append(nn.Conv2d(prev, out, 3, padding=1))
+            layers += [act_layer(), nn.MaxPool2d(2)]
             prev, height, width = out, height // 2, width // 2
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(
