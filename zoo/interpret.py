@@ -183,7 +183,7 @@ def integrated_gradients(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     inputs = _check_inputs(model, inputs, "integrated_gradients")
-    base = torch.zeros_like(inputs) if baseline is None else torch.as_tensor(baseline).to(inputs)
+    base = torch.zeros_like(inputs) if baseline is None else torch.as_tensor(baseline).detach().to(inputs)
     try:
         base = base.expand_as(inputs)
     except RuntimeError as error:
@@ -223,6 +223,10 @@ def attention_maps(
     """
     from zoo.vit import Attention, VisionTransformer
 
+    parameter = next(model.parameters(), None)
+    if parameter is not None:  # the device only: token ids stay integers
+        inputs = inputs.to(parameter.device)
+        lengths = None if lengths is None else lengths.to(parameter.device)
     with inspecting(model), torch.no_grad():
         if isinstance(model, VisionTransformer):
             maps: dict[str, torch.Tensor] = {}
