@@ -130,3 +130,32 @@ def test_load_errors_name_the_file(tmp_path: Path, mlp) -> None:
         load_quantized(tmp_path / "float.pt")
     with pytest.raises(ValueError, match="takes a model from quantize_linear or quantize_static"):
         save_quantized(mlp, tmp_path / "x.pt")
+
+
+@pytest.mark.slow  # about 10 s: two trainings and five measurements
+def test_benchmark_writes_the_table_and_json(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    from conftest import make_mnist
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import quantization
+
+    make_mnist(tmp_path / "mnist", n_train=512, n_test=64)
+    out = tmp_path / "quantization.json"
+    args = [f"--data_dir={tmp_path / 'mnist'}", "--limit_train_batches=2", "--calib_batches=2", "--iters=2"]
+    report = quantization.main([*args, "--no_compile", f"--out={out}"])
+    assert json.loads(out.read_text())["rows"] == report["rows"]
+    methods = [(row["model"], row["method"].split(" (")[0]) for row in report["rows"]]
+    assert methods == [
+        ("mlp_base", "fp32"),
+        ("mlp_base", "int8 dynamic"),
+        ("mlp_base", "int8 weight-only"),
+        ("cnn_bn", "fp32"),
+        ("cnn_bn", "int8 static"),
+    ]
+    rows = {(row["model"], row["method"].split(" (")[0]): row for row in report["rows"]}
+    assert rows[("cnn_bn", "int8 static")]["file_mb"] < rows[("cnn_bn", "fp32")]["file_mb"]
+    assert rows[("mlp_base", "int8 dynamic")]["state_dict_mb"] < rows[("mlp_base", "fp32")]["state_dict_mb"] / 3
+    assert all(row["ms_b1"] > 0 and 0 <= row["acc"] <= 1 for row in report["rows"])
