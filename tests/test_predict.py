@@ -17,34 +17,12 @@ from datamodules import DigitsDataModule, ImageFolderDataModule
 from datamodules.transforms import normalize_batch
 from recipes import digits_cnn, shakespeare_char_gpt
 from recipes.cli import main as zoo_main
+from recipes.export import main as export
 from recipes.predict import main as predict
-from zoo.inference import METADATA_KEYS, InputError, Predictor, Preprocessing, collect_images
+from zoo.inference import InputError, Predictor, Preprocessing, collect_images
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 N_IMAGES = 24
-
-
-def write_onnx(model: torch.nn.Module, path: Path, example: torch.Tensor, preprocessing: Preprocessing) -> Path:
-    """An ONNX file as `zoo export` writes it (dynamo exporter, the zoo.* metadata) plus ``zoo.preprocess``."""
-    from torch.export import Dim
-
-    dynamic = {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} if example.dtype == torch.long else {0: Dim.DYNAMIC}
-    program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes=(dynamic,), verbose=False)
-    hparams = {key: value for key, value in model.hparams.items() if not key.startswith("_")}
-    shape = [None, None] if example.dtype == torch.long else [None, *example.shape[1:]]
-    task = next(cls.__name__ for cls in type(model).__mro__ if cls.__module__.startswith("zoo.tasks."))
-    metadata = {
-        "class_path": f"{type(model).__module__}.{type(model).__qualname__}",
-        "hyper_parameters": json.dumps(hparams),
-        "input_shape": json.dumps(shape),
-        "input_dtype": str(example.dtype).removeprefix("torch."),
-        "task": task,
-        "preprocess": json.dumps(preprocessing.to_dict()),
-    }
-    for key, value in metadata.items():
-        program.model.metadata_props[METADATA_KEYS[key]] = value
-    program.save(str(path))
-    return path
 
 
 def _train(tmp: Path, recipe, *args: str) -> str:
@@ -71,8 +49,7 @@ def digits(tmp_path_factory) -> dict:
     mean, std = torch.tensor(DigitsDataModule.mean), torch.tensor(DigitsDataModule.std)
     with torch.no_grad():
         probabilities = model(normalize_batch(images, mean, std)).softmax(-1)
-    preprocessing = Predictor.from_checkpoint(ckpt).preprocessing
-    onnx = write_onnx(model, tmp / "digits.onnx", torch.zeros(2, 1, 8, 8), preprocessing)
+    onnx = export(["--ckpt_path", ckpt, "--output", str(tmp / "digits.onnx")])  # `zoo export`, with zoo.preprocess
     return {
         "ckpt": ckpt,
         "onnx": str(onnx),
@@ -123,6 +100,7 @@ def test_onnx_agrees_with_the_checkpoint(digits):
         assert a["class"] == b["class"]
         assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)
     onnx = Predictor.load(digits["onnx"])
+    assert onnx.preprocessing == Predictor.load(digits["ckpt"]).preprocessing  # zoo.preprocess, written by zoo export
     assert onnx.metadata()["classes"] == [str(digit) for digit in range(10)]
     assert onnx.input_shape == [None, 1, 8, 8] and onnx.input_dtype == "float32" and onnx.task == "ImageClassifier"
 
@@ -225,8 +203,7 @@ def language_model(tmp_path_factory) -> dict:
         "--model.init_args.warmup_steps=0",
     )
     model = zoo.load_from_checkpoint(ckpt)
-    preprocessing = Predictor.from_checkpoint(ckpt).preprocessing
-    onnx = write_onnx(model, tmp / "lm.onnx", torch.zeros(2, 8, dtype=torch.long), preprocessing)
+    onnx = export(["--ckpt_path", ckpt, "--output", str(tmp / "lm.onnx")])
     return {"ckpt": ckpt, "onnx": str(onnx), "model": model}
 
 

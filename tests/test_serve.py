@@ -24,6 +24,7 @@ import zoo
 from datamodules import DigitsDataModule
 from datamodules.transforms import normalize_batch
 from recipes import digits_cnn
+from recipes.export import main as export
 from recipes.serve import create_app
 from zoo.inference import Predictor
 
@@ -210,10 +211,7 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(server, digits)
 
 @pytest.mark.slow
 def test_onnx_file_is_served_like_its_checkpoint(digits, tmp_path):
-    from test_predict import write_onnx
-
-    ckpt = Predictor.from_checkpoint(digits["ckpt"])
-    onnx_path = write_onnx(ckpt.model, tmp_path / "digits.onnx", torch.zeros(2, 1, 8, 8), ckpt.preprocessing)
+    onnx_path = export(["--ckpt_path", digits["ckpt"], "--output", str(tmp_path / "digits.onnx")])
     with _ThreadServer(create_app(Predictor.from_onnx(onnx_path))) as url, httpx.Client(base_url=url) as client:
         metadata = client.get("/metadata").json()
         assert metadata["source"] == "onnx" and metadata["classes"] == [str(digit) for digit in range(10)]

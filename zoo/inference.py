@@ -351,6 +351,9 @@ class Predictor:
         hparams = read_json("hyper_parameters", {})
         graph_shape = [dim if isinstance(dim, int) else None for dim in backend.input.shape]
         shape = read_json("input_shape", graph_shape)
+        if isinstance(shape, list) and len(shape) == len(graph_shape):
+            # The graph knows which axes it exported as dynamic (a language model's time axis beside the batch).
+            shape = [None if graph is None else dim for dim, graph in zip(shape, graph_shape, strict=True)]
         dtype = meta.get(METADATA_KEYS["input_dtype"]) or ("int64" if "int64" in backend.input.type else "float32")
         if len(backend.session.get_inputs()) != 1 or dtype.startswith("["):
             raise ValueError(f"{path} has several inputs; a predictor feeds models of one input only")
