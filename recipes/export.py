@@ -62,6 +62,9 @@ def main(args: Sequence[str] | None = None) -> Path:
         parser.error(f"--atol must be > 0, got {opts.atol}")
     fmt = opts.format or (Path(opts.output).suffix.lstrip(".") if opts.output else "")
     fmt = fmt if fmt in FORMATS else "onnx"
+    suffix = Path(opts.output).suffix.lstrip(".") if opts.output else fmt
+    if suffix in FORMATS and suffix != fmt:
+        parser.error(f"--output {opts.output} ends in .{suffix}, but --format is {fmt}")
     try:
         if opts.ckpt_path:
             model = zoo.load_from_checkpoint(opts.ckpt_path)

@@ -78,7 +78,10 @@ def _cases() -> list:
 def _report_diffs(request: pytest.FixtureRequest):
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and _DIFFS:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not _DIFFS:
+        return
+    with capture.global_and_fixture_disabled():  # printed even when the next module's output is captured
         reporter.write_line(f"\nexport parity, max abs diff to eager (tolerance {ATOL:g}):")
         for key, diff in sorted(_DIFFS.items()):
             reporter.write_line(f"  {key:45s} {diff:.2e}")
@@ -235,16 +238,17 @@ def test_cli_exports_a_preset_with_the_format_from_the_suffix(tmp_path: Path, ca
         (["--model", "cnn_digit"], "Unknown model 'cnn_digit'. Did you mean: cnn_digits"),
         (["--ckpt_path", "{tmp}/missing.ckpt"], "missing.ckpt: no such checkpoint file"),
         (["--ckpt_path", "{tmp}/corrupt.ckpt"], "corrupt.ckpt is not a readable PyTorch checkpoint"),
+        (["--model", "mlp_small", "--format", "pt2"], "ends in .onnx, but --format is pt2"),
         (["--model", "lstm_seq2seq_test"], "lstm_seq2seq_test does not export to onnx (GuardOnDataDependentSymNode"),
     ],
-    ids=["unknown-preset", "missing-ckpt", "corrupt-ckpt", "unexportable"],
+    ids=["unknown-preset", "missing-ckpt", "corrupt-ckpt", "format-suffix", "unexportable"],
 )
-def test_cli_errors_name_what_is_wrong(args: list[str], message: str, tmp_path: Path) -> None:
+def test_cli_errors_name_what_is_wrong(args: list[str], message: str, tmp_path: Path, capsys) -> None:
     (tmp_path / "corrupt.ckpt").write_bytes(b"\x00garbage" * 10)
     args = [arg.format(tmp=tmp_path) for arg in args]
     with pytest.raises(SystemExit) as error:
         zoo_main(["export", *args, "--output", str(tmp_path / "out.onnx")])
-    assert message in str(error.value)
+    assert message in str(error.value) + capsys.readouterr().err  # argparse's errors go to stderr
     assert not (tmp_path / "out.onnx").exists()
 
 
