@@ -397,5 +397,10 @@ def main(args: Sequence[str] | None = None) -> Any:
     return ZooCLI(args=expand_short_names(args), parser_kwargs=parser_kwargs)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``zoo`` console script: :func:`main`, whose return value must not become the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -283,3 +283,14 @@ def test_loggers_are_chosen_from_the_command_line(tmp_path, monkeypatch):
     cli = digits_cnn.main([*short, "--trainer.logger=MLFlowLogger", tracking])
     run = cli.trainer.logger.experiment.get_run(cli.trainer.logger.run_id)
     assert {"train/loss_step", "val/acc", "test/acc"} <= set(run.data.metrics)
+
+
+def test_zoo_console_script_exits_zero_after_a_tool_run(tmp_path):
+    """The installed `zoo` script: a successful run exits 0 and prints no return value to stderr."""
+    script = Path(sys.executable).with_name("zoo")
+    out = tmp_path / "mlp.pt2"
+    result = subprocess.run(
+        [str(script), "export", "--model", "mlp_small", "--output", str(out)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.is_file() and str(out) not in result.stderr
