@@ -187,6 +187,18 @@ def test_a_wrong_graph_raises_and_writes_nothing(export, tmp_path: Path) -> None
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
+class _NanWhenExported(nn.Module):
+    example_input_array = torch.zeros(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float("nan") if torch.compiler.is_exporting() else x
+
+
+def test_a_graph_that_returns_nan_fails_parity(tmp_path: Path) -> None:
+    with pytest.raises(ParityError, match="differs from eager by inf"):
+        export_program(_NanWhenExported(), tmp_path / "nan.pt2")
+
+
 def test_export_keeps_the_training_mode(tmp_path: Path) -> None:
     model = zoo.create_model("mlp_small").train()
     export_program(model, tmp_path / "m.pt2")

@@ -307,8 +307,18 @@ def check_parity(model: nn.Module, path: str | os.PathLike[str], inputs: Any) ->
         got = torch.as_tensor(got)
         if tuple(got.shape) != tuple(want.shape):
             raise ParityError(f"{path} returns shape {tuple(got.shape)} where eager returns {tuple(want.shape)}")
-        diff = max(diff, (got.double() - want.double()).abs().max().item() if want.numel() else 0.0)
+        diff = max(diff, _max_abs_diff(got, want))
     return diff
+
+
+def _max_abs_diff(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Max abs difference; a NaN or inf on one side only counts as ``inf`` (``max`` would skip a NaN)."""
+    if not want.numel():
+        return 0.0
+    got, want = got.double(), want.double()
+    same = (got == want) | (got.isnan() & want.isnan())  # equal infinities and NaN on both sides agree
+    diff = (got - want).abs().masked_fill(same, 0.0)
+    return float("inf") if diff.isnan().any() else diff.max().item()
 
 
 def _run_file(model: nn.Module, path: Path, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
