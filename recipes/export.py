@@ -5,9 +5,9 @@ zoo export --ckpt_path last.ckpt --format pt2 --output digits_cnn.pt2
 zoo export --model cnn_digits --output cnn_digits.onnx          # a preset with fresh weights (format from the suffix)
 
 The written file runs on the model's example input and on random inputs of another batch size; the largest
-absolute difference to the eager model is printed, and above ``--atol`` nothing is written and the command fails.
-An ONNX file from a checkpoint also carries the training data's preprocessing (``zoo.preprocess``), read by
-``zoo predict --onnx``.
+absolute difference to the eager model is printed, and above ``--atol`` + ``--rtol`` x the largest absolute output,
+nothing is written and the command fails. An ONNX file from a checkpoint also carries the training data's
+preprocessing (``zoo.preprocess``), read by ``zoo predict --onnx``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 import zoo
 from zoo.export import (
     DEFAULT_ATOL,
+    DEFAULT_RTOL,
     INSTALL_HINT,
     check_parity,
     export_onnx,
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="a registered preset (`zoo list`), exported with fresh weights")
     parser.add_argument("--format", choices=FORMATS, help="default: from the --output suffix, else onnx")
     parser.add_argument("--output", help="the file to write (default: <model name>.<format>)")
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="largest max-abs difference to eager")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute tolerance on the max abs diff")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative part, times the max |output|")
     parser.add_argument("--static_batch", action="store_true", help="a fixed batch size (the example's)")
     return parser
 
@@ -58,8 +60,8 @@ def main(args: Sequence[str] | None = None) -> Path:
     """
     parser = build_parser()
     opts = parser.parse_args(sys.argv[1:] if args is None else list(args))
-    if not opts.atol > 0:
-        parser.error(f"--atol must be > 0, got {opts.atol}")
+    if not (opts.atol > 0 and opts.rtol >= 0):
+        parser.error(f"--atol must be > 0 and --rtol >= 0, got {opts.atol} and {opts.rtol}")
     fmt = opts.format or (Path(opts.output).suffix.lstrip(".") if opts.output else "")
     fmt = fmt if fmt in FORMATS else "onnx"
     suffix = Path(opts.output).suffix.lstrip(".") if opts.output else fmt
@@ -75,7 +77,9 @@ def main(args: Sequence[str] | None = None) -> Path:
         output = Path(opts.output or f"{name}.{fmt}")
         extra = _preprocess_metadata(opts.ckpt_path, model) if opts.ckpt_path else {}
         export = export_onnx if fmt == "onnx" else export_program
-        path = export(model, output, dynamic_batch=not opts.static_batch, atol=opts.atol, extra_metadata=extra)
+        path = export(
+            model, output, dynamic_batch=not opts.static_batch, atol=opts.atol, rtol=opts.rtol, extra_metadata=extra
+        )
     except ImportError as error:
         hint = "" if INSTALL_HINT in str(error) else f"; {INSTALL_HINT}"
         raise SystemExit(f"error: {error}{hint}") from None
@@ -90,7 +94,7 @@ def main(args: Sequence[str] | None = None) -> Path:
     size = os.path.getsize(path) + sum(os.path.getsize(p) for p in _external_data(path))
     print(
         f"wrote {path} ({fmt}, {size / 1e6:.3f} MB); max abs diff to eager {diff:.2e} on a random batch of "
-        f"{batch_size} (tolerance {opts.atol:g})"
+        f"{batch_size} (tolerance {opts.atol:g} + {opts.rtol:g} x max |output|)"
     )
     return path
 

@@ -187,6 +187,21 @@ def test_a_wrong_graph_raises_and_writes_nothing(export, tmp_path: Path) -> None
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
+class _OffsetWhenExported(nn.Module):
+    """Outputs near 1e4; the exported graph adds 1e-2, a relative 1e-6: float rounding at that scale."""
+
+    example_input_array = torch.ones(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1e4 * x + (1e-2 if torch.compiler.is_exporting() else 0.0)
+
+
+def test_the_tolerance_grows_with_the_output_scale(tmp_path: Path) -> None:
+    assert export_program(_OffsetWhenExported(), tmp_path / "scaled.pt2").is_file()  # 1e-4 + 1e-5 x 1e4 > 1e-2
+    with pytest.raises(ParityError, match=r"by 0\.009\d+ \(tolerance 0\.0001: atol 0\.0001 \+ rtol 0 x"):
+        export_program(_OffsetWhenExported(), tmp_path / "absolute.pt2", rtol=0.0)
+
+
 class _NanWhenExported(nn.Module):
     example_input_array = torch.zeros(2, 3)
 
