@@ -29,6 +29,7 @@ from callbacks.lr_schedule import LRScheduleLogger
 from callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard
 from callbacks.prediction_grid import PredictionGridLogger
 from callbacks.progress import RichProgressBar
+from callbacks.pruning import ScheduledPruning
 from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "NonFiniteGuard",
     "PredictionGridLogger",
     "RichProgressBar",
+    "ScheduledPruning",
     "StochasticWeightAveraging",
     "TrainingDiagnosis",
     "checkpoint_filename",
