@@ -28,9 +28,9 @@ class NonFiniteGuard(Callback):
     the action: all gradients are set to ``None``, so the optimizer skips every parameter and its state (Adam
     moments, step counts, momentum buffers) stays as it was. The running statistics of normalization layers
     (BatchNorm's ``running_mean``/``running_var``, updated by the forward pass itself) are put back as they were
-    before the batch. The learning-rate scheduler still steps. One check costs a total norm of the gradients and one
-    of the parameters (a few fused kernels), a copy of the normalization statistics and one host sync; the exact
-    per-tensor checks run only when that finds something.
+    before the batch. The learning-rate scheduler still steps. One check costs one total norm over the loss, inputs,
+    gradients and parameters (a few fused kernels), a copy of the normalization statistics and one host sync; the
+    exact per-tensor checks run only when that finds something.
 
     Actions:
 
@@ -213,20 +213,15 @@ class NonFiniteGuard(Callback):
             )
 
     def _any_nonfinite(self, losses: list[Tensor], inputs: list[Tensor], params: list[Tensor]) -> bool:
-        """Whether any checked value may be non-finite, with one host sync: a NaN or Inf anywhere makes a total
-        norm non-finite (as does a sum of squares above the float range, which the exact checks then clear)."""
-        checks = [torch.isfinite(loss).all() for loss in losses]
-        checks += [torch.isfinite(t).all() for t in inputs]
-        groups = [[t for _, t in self._stat_tensors]]
+        """Whether any checked value may be non-finite, in one fused norm and one host sync: a NaN or Inf anywhere
+        makes the total norm non-finite (as does a sum of squares above the float range, which the exact checks
+        then clear)."""
+        tensors = [*losses, *inputs, *(t for _, t in self._stat_tensors)]
         if self.check_grads:
-            groups.append([p.grad for p in params if p.grad is not None])
+            tensors += [p.grad for p in params if p.grad is not None]
         if self.check_params:
-            groups.append([p.detach() for p in params])
-        checks += [torch.isfinite(_total_norm(group)) for group in groups if group]
-        if not checks:
-            return False
-        device = checks[0].device
-        return not bool(torch.stack([check.to(device) for check in checks]).all())
+            tensors += [p.detach() for p in params]
+        return bool(tensors) and not bool(torch.isfinite(_total_norm(tensors)))
 
     def _report(
         self,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from zoo._registry import register_model
-from zoo.layers import InitScheme, get_act_layer, get_norm_layer, init_weights
+from zoo.layers import InitScheme, get_act_layer, get_norm_layer, init_weights, inplace_activation
 from zoo.tasks import ImageClassifier
 
 BlockName = Literal["basic", "bottleneck", "preact_basic", "preact_bottleneck"]
@@ -58,7 +58,7 @@ class BasicBlock(nn.Module):
         self.norm1 = norm_layer(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.norm2 = norm_layer(width)
-        self.act = act_layer()
+        self.act = inplace_activation(act_layer)
         self.shortcut = _shortcut(in_channels, width, stride, norm_layer)
 
     def zero_init_last(self) -> None:
@@ -67,7 +67,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return self.act(out + self.shortcut(x))
+        out += self.shortcut(x)  # in place on the norm's fresh output
+        return self.act(out)
 
 
 class Bottleneck(nn.Module):
@@ -84,7 +85,7 @@ class Bottleneck(nn.Module):
         self.norm2 = norm_layer(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.norm3 = norm_layer(out_channels)
-        self.act = act_layer()
+        self.act = inplace_activation(act_layer)
         self.shortcut = _shortcut(in_channels, out_channels, stride, norm_layer)
 
     def zero_init_last(self) -> None:
@@ -94,7 +95,8 @@ class Bottleneck(nn.Module):
         out = self.act(self.norm1(self.conv1(x)))
         out = self.act(self.norm2(self.conv2(out)))
         out = self.norm3(self.conv3(out))
-        return self.act(out + self.shortcut(x))
+        out += self.shortcut(x)
+        return self.act(out)
 
 
 class PreActBlock(nn.Module):
@@ -108,7 +110,7 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride, padding=1, bias=False)
         self.norm2 = norm_layer(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.act = act_layer()
+        self.act = act_layer()  # not in place: with norm 'none' its input is the block's input
         self.shortcut = _shortcut(in_channels, width, stride, None)
 
     def zero_init_last(self) -> None:
@@ -136,7 +138,7 @@ class PreActBottleneck(nn.Module):
         self.conv2 = nn.Conv2d(width, width, 3, stride, padding=1, bias=False)
         self.norm3 = norm_layer(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.act = act_layer()
+        self.act = act_layer()  # not in place: with norm 'none' its input is the block's input
         self.shortcut = _shortcut(in_channels, out_channels, stride, None)
 
     def zero_init_last(self) -> None:
@@ -209,7 +211,7 @@ class ResNet(ImageClassifier):
         kernel, stride = (7, 2) if stem == "imagenet" else (3, 1)
         stem_layers = OrderedDict(conv=nn.Conv2d(in_channels, stem_width, kernel, stride, kernel // 2, bias=False))
         if not preact:  # a pre-activation block normalizes its own input
-            stem_layers.update(norm=norm_layer(stem_width), act=act_layer())
+            stem_layers.update(norm=norm_layer(stem_width), act=inplace_activation(act_layer))
         if stem == "imagenet":
             stem_layers["pool"] = nn.MaxPool2d(3, 2, padding=1)
         self.stem = nn.Sequential(stem_layers)

@@ -1,6 +1,6 @@
 """Small layers shared by several model families."""
 
-from zoo.layers.activations import ACTIVATIONS, Mish, Swish, get_act_layer
+from zoo.layers.activations import ACTIVATIONS, Mish, Swish, get_act_layer, inplace_activation
 from zoo.layers.conv import ConvNormAct
 from zoo.layers.conv_blocks import Conv1dStack, ConvStack, DilatedConvStack, UpsampleBlock, conv_stages
 from zoo.layers.init import InitScheme, init_weights
@@ -26,5 +26,6 @@ __all__ = [
     "get_act_layer",
     "get_norm_layer",
     "init_weights",
+    "inplace_activation",
     "lengths_to_mask",
 ]

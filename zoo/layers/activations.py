@@ -7,6 +7,7 @@ readable next to the models; tests check them against torch's fused versions.
 from __future__ import annotations
 
 import difflib
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -55,3 +56,10 @@ def get_act_layer(name: str | type[nn.Module]) -> type[nn.Module]:
         close = difflib.get_close_matches(name.lower(), ACTIVATIONS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown activation {name!r}.{hint} Choose from {sorted(ACTIVATIONS)}.") from None
+
+
+def inplace_activation(name: str | type[nn.Module]) -> nn.Module:
+    """An activation module, in place where its class allows it (``ReLU``, ``SiLU``, ...), for inputs that are
+    fresh conv or norm outputs: inference saves one allocation per activation, as in torchvision and timm."""
+    cls = get_act_layer(name)
+    return cls(inplace=True) if "inplace" in inspect.signature(cls).parameters else cls()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import nn
 
-from zoo.layers.activations import get_act_layer
+from zoo.layers.activations import inplace_activation
 from zoo.layers.norm import get_norm_layer
 
 _CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -48,5 +48,5 @@ class ConvNormAct(nn.Sequential):
         super().__init__(
             _CONVS[dims](in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=not has_norm),
             get_norm_layer(norm, dims)(out_channels),
-            get_act_layer(act)(),
+            inplace_activation(act),  # its input is the norm's (or conv's) fresh output
         )
