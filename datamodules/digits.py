@@ -7,7 +7,6 @@ fixed ``test_fraction`` is held out with ``seed`` before the train/val split.
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
 
 from datamodules.base import ImageDataModule, split_indices
 from datamodules.transforms import AugmentName
@@ -53,6 +52,8 @@ class DigitsDataModule(ImageDataModule):
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
 
     def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from sklearn.datasets import load_digits  # here: importing scikit-learn costs every program 0.5 s
+
         digits = load_digits()
         # 0..16 grey levels -> 0..255, (N, 64) -> (N, 1, 8, 8)
         images = torch.from_numpy(digits.data).mul(255 / 16).round().to(torch.uint8).view(-1, 1, 8, 8)
