@@ -5,9 +5,11 @@ size, alternately in one process, so the ratio is measured side by side. The zoo
 through its CLI entry point with every default: TensorBoard logging, checkpointing, early stopping, LR monitor,
 progress bar, gradient statistics, non-finite guard, exact-resume state, train metrics (accuracy, top-5, F1). A
 third row runs the same module under a bare ``L.Trainer`` (no logger, callbacks or progress bar): the floor that
-Lightning's own loop sets, against which the recipe's defaults are measured too (their own cost). Only training
-steps are timed: a step runs from the end of the previous step to the end of this one (data loading included);
-validation is excluded on every path.
+Lightning's own loop sets, against which the recipe's defaults are measured too (their own cost). A fourth adds to
+that bare Trainer as many callbacks that do nothing as the recipe has, under the recipe's profiler: what Lightning's
+per-hook dispatch alone charges for that many callbacks, so the recipe's cost splits into dispatch and work. Only
+training steps are timed: a step runs from the end of the previous step to the end of this one (data loading
+included); validation is excluded on every path.
 
     python benchmarks/loop_overhead.py                       # CPU; MNIST from ../shared/data when present
     python benchmarks/loop_overhead.py --device cuda --epochs 3
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import zoo  # noqa: E402
 from benchmarks._timing import StepTimer  # noqa: E402
+from callbacks import NullProfiler  # noqa: E402
 from datamodules import MNISTDataModule  # noqa: E402
 from recipes import mnist_mlp  # noqa: E402
 from zoo.tasks.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -51,7 +54,8 @@ def synthetic_mnist(root: Path, n_train: int = 60_000, n_test: int = 10_000) -> 
     return root
 
 
-def zoo_steps(data_dir: Path, epochs: int, device: str, extra: list[str] = ()) -> list[float]:
+def zoo_steps(data_dir: Path, epochs: int, device: str, extra: list[str] = ()) -> tuple[list[float], int]:
+    """The recipe's step times, and how many callbacks it trained with (the timer not counted)."""
     accelerator = "gpu" if device == "cuda" else "cpu"
     cli = mnist_mlp.main(
         [
@@ -70,12 +74,14 @@ def zoo_steps(data_dir: Path, epochs: int, device: str, extra: list[str] = ()) -
     )
     timer = next(callback for callback in cli.trainer.callbacks if type(callback).__name__ == "StepTimer")
     assert isinstance(cli.model, zoo.MLP) and cli.model.hparams.hidden_dims == [128]
-    return timer.times
+    return timer.times, len(cli.trainer.callbacks) - 1
 
 
-def lightning_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
-    """Plain Lightning floor: the same module and loader under a bare Trainer (no logger, callbacks or bar)."""
+def lightning_steps(data_dir: Path, epochs: int, device: str, idle_callbacks: int = 0) -> list[float]:
+    """Plain Lightning floor: the same module and loader under a bare Trainer (no logger, callbacks or bar); with
+    ``idle_callbacks``, that many callbacks that do nothing, under the recipes' profiler."""
     timer = StepTimer()
+    idle = [L.Callback() for _ in range(idle_callbacks)]
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="gpu" if device == "cuda" else "cpu",
@@ -86,7 +92,8 @@ def lightning_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[timer],
+        callbacks=[*idle, timer],
+        profiler=NullProfiler() if idle_callbacks else None,
     )
     trainer.fit(zoo.create_model("mlp_small"), MNISTDataModule(data_dir=str(data_dir), download=False))
     return timer.times
@@ -140,16 +147,21 @@ def main() -> None:
     else:
         data_dir = shared if shared.is_dir() else synthetic_mnist(REPO / "benchmarks" / "results" / "mnist")
     os.chdir(REPO)
-    rates: dict[str, list[float]] = {"raw": [], "lightning": [], "zoo": []}
+    rates: dict[str, list[float]] = {"raw": [], "lightning": [], "zoo": [], "idle": []}
     for _ in range(args.rounds):
         rates["raw"].append(steps_per_second(raw_steps(data_dir, args.epochs, args.device)))
         rates["lightning"].append(steps_per_second(lightning_steps(data_dir, args.epochs, args.device)))
-        rates["zoo"].append(steps_per_second(zoo_steps(data_dir, args.epochs, args.device, args.recipe_args)))
+        zoo_times, n_callbacks = zoo_steps(data_dir, args.epochs, args.device, args.recipe_args)
+        rates["zoo"].append(steps_per_second(zoo_times))
+        rates["idle"].append(steps_per_second(lightning_steps(data_dir, args.epochs, args.device, n_callbacks)))
     ratios = [z / r for z, r in zip(rates["zoo"], rates["raw"], strict=True)]
     step_ms = {path: 1000 / float(np.median(path_rates)) for path, path_rates in rates.items()}
     floor = [lt / r for lt, r in zip(rates["lightning"], rates["raw"], strict=True)]
     # the recipe's own cost: its defaults against the bare Trainer on the same module, loader and round
     over_bare = [z / lt for z, lt in zip(rates["zoo"], rates["lightning"], strict=True)]
+    # ... split into Lightning's dispatch to that many idle callbacks, and what the callbacks do
+    dispatch = [i / lt for i, lt in zip(rates["idle"], rates["lightning"], strict=True)]
+    work = [z / i for z, i in zip(rates["zoo"], rates["idle"], strict=True)]
     result = {
         "device": args.device,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -168,20 +180,29 @@ def main() -> None:
         "lightning_ratio_median": float(np.median(floor)),
         "zoo_to_lightning_per_round": over_bare,
         "zoo_to_lightning_median": float(np.median(over_bare)),
+        "recipe_callbacks": n_callbacks,
+        "idle_callbacks_steps_per_s": rates["idle"],
+        "idle_callbacks_to_lightning_per_round": dispatch,
+        "idle_callbacks_to_lightning_median": float(np.median(dispatch)),
+        "zoo_to_idle_callbacks_per_round": work,
+        "zoo_to_idle_callbacks_median": float(np.median(work)),
         "step_ms_median": step_ms,
         # what each path adds to a raw step, and what a ratio of 0.90 would allow
-        "overhead_ms": {path: step_ms[path] - step_ms["raw"] for path in ("lightning", "zoo")},
+        "overhead_ms": {path: step_ms[path] - step_ms["raw"] for path in ("lightning", "idle", "zoo")},
         "overhead_ms_at_0.90": step_ms["raw"] / 0.9 - step_ms["raw"],
     }
     width = 10 * args.rounds + 4
     print(f"\n{'path':<16}{'steps/s per round':>{width}}{'median ratio to raw':>22}")
-    for path, ratio in (("raw loop", 1.0), ("lightning bare", result["lightning_ratio_median"]),
-                        ("zoo recipe", result["ratio_median"])):  # fmt: skip
-        key = {"raw loop": "raw", "lightning bare": "lightning", "zoo recipe": "zoo"}[path]
+    idle_name = f"bare + {n_callbacks} idle"
+    names = {"raw": "raw loop", "lightning": "lightning bare", "idle": idle_name, "zoo": "zoo recipe"}
+    for key, path in names.items():
+        ratio = float(np.median([rate / raw for rate, raw in zip(rates[key], rates["raw"], strict=True)]))
         print(f"{path:<16}{''.join(f'{rate:10.1f}' for rate in rates[key]):>{width}}{ratio:>22.3f}")
     overhead = result["overhead_ms"]
     print(f"recipe defaults / bare Trainer: median {result['zoo_to_lightning_median']:.3f} (per round: "
           f"{', '.join(f'{ratio:.3f}' for ratio in over_bare)})")  # fmt: skip
+    print(f"  = Lightning's dispatch to {n_callbacks} idle callbacks {result['idle_callbacks_to_lightning_median']:.3f}"
+          f" x the callbacks' own work {result['zoo_to_idle_callbacks_median']:.3f} (medians)")  # fmt: skip
     print(
         f"per step: raw {step_ms['raw']:.2f} ms; Lightning adds {overhead['lightning']:.2f} ms, the recipe "
         f"{overhead['zoo']:.2f} ms; a ratio of 0.90 allows {result['overhead_ms_at_0.90']:.2f} ms"

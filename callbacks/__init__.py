@@ -28,6 +28,7 @@ from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
 from callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard
 from callbacks.prediction_grid import PredictionGridLogger
+from callbacks.profiler import NullProfiler
 from callbacks.progress import RichProgressBar
 from callbacks.pruning import ScheduledPruning
 from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
@@ -44,6 +45,7 @@ __all__ = [
     "LRScheduleLogger",
     "NonFiniteError",
     "NonFiniteGuard",
+    "NullProfiler",
     "PredictionGridLogger",
     "RichProgressBar",
     "ScheduledPruning",
@@ -78,8 +80,8 @@ def default_callbacks(
 
     The best checkpoint on ``monitor`` (``epoch=003-val_acc=0.9120.ckpt``) and ``last.ckpt``, rewritten after every
     epoch (Lightning's ``save_last`` writes it only when the best one changes, so it lags after the last
-    improvement), early stopping on ``monitor``, a :class:`NonFiniteGuard` that skips any update with NaN/Inf inputs,
-    loss or gradients (stopping with an error after 20 in a row or on non-finite weights), the random generators'
+    improvement), early stopping on ``monitor``, a :class:`NonFiniteGuard` that skips any update with a NaN/Inf loss
+    or gradient (stopping with an error after 20 in a row or on non-finite weights), the random generators'
     states and the loader's position in every checkpoint (:class:`ExactResume`), per-step learning rates, a Rich
     progress bar and gradient statistics every 50 steps.
 

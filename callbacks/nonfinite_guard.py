@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,16 +22,20 @@ class NonFiniteError(RuntimeError):
 
 
 class NonFiniteGuard(Callback):
-    """Check inputs, loss, gradients and parameters for NaN/Inf before each optimizer step and act on the first hit.
+    """Check the loss, gradients and normalization statistics for NaN/Inf before each optimizer step; act on a hit.
 
-    Inputs are checked as each batch arrives; the loss, gradients and parameters in ``on_before_optimizer_step``
-    (after backward, before clipping and the step). When it fires, the offending update is never applied, whatever
-    the action: all gradients are set to ``None``, so the optimizer skips every parameter and its state (Adam
-    moments, step counts, momentum buffers) stays as it was. The running statistics of normalization layers
-    (BatchNorm's ``running_mean``/``running_var``, updated by the forward pass itself) are put back as they were
-    before the batch. The learning-rate scheduler still steps. One check costs one total norm over the loss, inputs,
-    gradients and parameters (a few fused kernels), a copy of the normalization statistics and one host sync; the
-    exact per-tensor checks run only when that finds something.
+    The check runs in ``on_before_optimizer_step`` (after backward, before clipping and the step). A NaN/Inf input
+    or parameter shows up in the loss and gradients it feeds, so inputs and parameters join the per-step check only
+    on request (``check_inputs``, ``check_params``: to catch bad values that never reach the loss, such as input
+    values masked out before use); when the check fires, the report names the first non-finite input and parameter
+    all the same.
+
+    When it fires, the offending update is never applied, whatever the action: all gradients are set to ``None``,
+    so the optimizer skips every parameter and its state (Adam moments, step counts, momentum buffers) stays as it
+    was. The running statistics of normalization layers (BatchNorm's ``running_mean``/``running_var``, updated by
+    the forward pass itself) are put back as they were before the batch. The learning-rate scheduler still steps.
+    One check costs one sum per checked tensor (a few fused kernels on GPU), a copy of the normalization statistics
+    and one host sync; the exact per-tensor checks run only when that finds something.
 
     Actions:
 
@@ -50,10 +55,10 @@ class NonFiniteGuard(Callback):
 
     Args:
         action: What to do on a non-finite value.
-        check_inputs: Check the floating-point tensors of each training batch.
+        check_inputs: Also check the floating-point tensors of each training batch on every step.
         check_loss: Check the loss passed to backward.
         check_grads: Check the gradients.
-        check_params: Check the parameters.
+        check_params: Also check the parameters on every step.
         restore_norm_stats: Put normalization running statistics back when an update is dropped.
         every_n_steps: Check one optimizer step in this many (1: every step, the only way to skip every bad one).
         dirpath: Checkpoint folder for ``"checkpoint_and_stop"``.
@@ -68,10 +73,10 @@ class NonFiniteGuard(Callback):
     def __init__(
         self,
         action: Action = "skip",
-        check_inputs: bool = True,
+        check_inputs: bool = False,
         check_loss: bool = True,
         check_grads: bool = True,
-        check_params: bool = True,
+        check_params: bool = False,
         restore_norm_stats: bool = True,
         every_n_steps: int = 1,
         dirpath: str | Path | None = None,
@@ -128,10 +133,9 @@ class NonFiniteGuard(Callback):
         self._batch_idx = batch_idx
         if self.restore_norm_stats and self._norm_stats is None:
             self._norm_stats = {name: t.detach().clone() for name, t in self._stat_tensors}
-        if self.check_inputs:
-            # Kept, not checked: the check joins the step's single host sync (a sync per tensor here costs more
-            # than a small model's step). Found bad, the inputs are described then.
-            self._batches.append(batch)
+        # Kept, not checked: a check joins the step's single host sync (a sync per tensor here costs more than a
+        # small model's step), and the report describes the inputs of a bad step.
+        self._batches.append(batch)
 
     @override
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
@@ -147,7 +151,7 @@ class NonFiniteGuard(Callback):
             return
         # The optimizer's parameters are the ones this step changes (frozen ones cannot turn non-finite).
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        inputs = [t for batch in batches for t in _float_tensors(batch)]
+        inputs = [t for batch in batches for t in _float_tensors(batch)] if self.check_inputs else []
         bad = self._any_nonfinite(losses, inputs, params)
         bad_input, named = None, list(pl_module.named_parameters()) if bad else []
         if bad:  # the fused check can overflow on huge finite values: the exact per-tensor checks decide
@@ -157,7 +161,7 @@ class NonFiniteGuard(Callback):
                 exact += [(name, p.grad) for name, p in named]
             if self.check_params:
                 exact += [(name, p.detach()) for name, p in named]
-            bad = bad_input is not None or _first_nonfinite_tensor(exact) is not None
+            bad = (self.check_inputs and bad_input is not None) or _first_nonfinite_tensor(exact) is not None
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             self.consecutive_skips = 0
@@ -165,7 +169,7 @@ class NonFiniteGuard(Callback):
 
         named = named or list(pl_module.named_parameters())  # another rank found the bad value
         step = trainer.global_step
-        first_param = _first_nonfinite(named, grads=False) if self.check_params else None
+        first_param = _first_nonfinite(named, grads=False)
         first_stat = _first_nonfinite_tensor(self._stat_tensors)
         if norm_stats is not None:
             restored = dict(self._stat_tensors)
@@ -213,15 +217,14 @@ class NonFiniteGuard(Callback):
             )
 
     def _any_nonfinite(self, losses: list[Tensor], inputs: list[Tensor], params: list[Tensor]) -> bool:
-        """Whether any checked value may be non-finite, in one fused norm and one host sync: a NaN or Inf anywhere
-        makes the total norm non-finite (as does a sum of squares above the float range, which the exact checks
-        then clear)."""
+        """Whether any checked value may be non-finite, in one host sync: a NaN or Inf anywhere makes the total
+        non-finite (as does a sum above the float range, which the exact checks then clear)."""
         tensors = [*losses, *inputs, *(t for _, t in self._stat_tensors)]
         if self.check_grads:
             tensors += [p.grad for p in params if p.grad is not None]
         if self.check_params:
             tensors += [p.detach() for p in params]
-        return bool(tensors) and not bool(torch.isfinite(_total_norm(tensors)))
+        return bool(tensors) and not math.isfinite(_total(tensors).item())
 
     def _report(
         self,
@@ -235,16 +238,14 @@ class NonFiniteGuard(Callback):
         action: str,
     ) -> str:
         parts = [f"Non-finite values at step {step} (epoch {trainer.current_epoch}, batch {self._batch_idx}):"]
-        if self.check_inputs:
-            parts.append(f"first non-finite input: {bad_input or 'none'};")
+        parts.append(f"first non-finite input: {bad_input or 'none'};")
         if losses:
             values = ", ".join(f"{float(loss.float().mean()):g}" for loss in losses)
             parts.append(f"loss={values};")
         if self.check_grads:
             first_grad = _first_nonfinite(named, grads=True)
             parts.append(f"first non-finite gradient: {_describe(first_grad)};")
-        if self.check_params:
-            parts.append(f"first non-finite parameter: {_describe(first_param)};")
+        parts.append(f"first non-finite parameter: {_describe(first_param)};")
         restored = " (restored)" if first_stat and self.restore_norm_stats else ""
         parts.append(f"first non-finite normalization statistic: {_describe(first_stat)}{restored}.")
         what = {
@@ -265,12 +266,19 @@ class NonFiniteGuard(Callback):
         self.consecutive_skips = state_dict["consecutive_skips"]
 
 
-def _total_norm(tensors: list[Tensor]) -> Tensor:
-    """The 2-norm of all ``tensors`` together, in a few fused kernels (``get_total_norm``, torch 2.6+)."""
+_HALF = (torch.float16, torch.bfloat16)  # summed in float32: a float16 sum overflows at 65504
+
+
+def _total(tensors: list[Tensor]) -> Tensor:
+    """A scalar that is NaN/Inf when any of ``tensors`` holds NaN/Inf.
+
+    On CPU, where kernels do not fuse, one plain sum per tensor reads each value once: half the cost of a norm. On
+    accelerators, the multi-tensor norm (``get_total_norm``, torch 2.6+) launches a few kernels for all of them.
+    """
     total_norm = getattr(torch.nn.utils, "get_total_norm", None)
-    if total_norm is not None:
-        return total_norm(tensors, norm_type=2.0)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+    if tensors[0].device.type == "cpu" or total_norm is None:
+        return torch.stack([t.sum(dtype=torch.float32) if t.dtype in _HALF else t.sum() for t in tensors]).sum()
+    return total_norm(tensors, norm_type=2.0)
 
 
 def _float_tensors(batch: Any) -> list[Tensor]:

@@ -286,3 +286,28 @@ def test_raise_on_stop_false_returns(tmp_path: Path) -> None:
     guard = NonFiniteGuard(action="stop", raise_on_stop=False)
     trainer = fit(tmp_path, TwoLayer(), loader(nan_batches=(1,)), guard)
     assert trainer.global_step == 2 and guard.stopped and "first non-finite input: batch[0]" in guard.report
+
+
+class MaskedInput(TwoLayer):
+    """Reads its inputs through ``nan_to_num``: a NaN input never reaches the loss or the gradients."""
+
+    def training_step(self, batch, batch_idx):
+        x, t = batch
+        return F.mse_loss(self.l2(self.l1(x.nan_to_num()).relu()), t)
+
+
+def test_inputs_that_never_reach_the_loss_are_checked_only_on_request(tmp_path: Path) -> None:
+    snaps = Snapshots()
+    trainer = L.Trainer(max_steps=6, callbacks=[NonFiniteGuard(), snaps], logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, accelerator="cpu")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a guard report is a UserWarning: the default guard stays quiet
+        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
+        trainer.fit(MaskedInput(), loader(nan_batches=(3,)))
+    assert not same(snaps.before[3], snaps.after[3])  # the harmless NaN cost no update
+
+    guard, snaps = NonFiniteGuard(check_inputs=True), Snapshots()
+    fit(tmp_path, MaskedInput(), loader(nan_batches=(3,)), guard, snaps)
+    assert guard.skipped_steps == 1 and same(snaps.before[3], snaps.after[3])
+    assert "first non-finite input: batch[0]: 1 of 16 values non-finite, first at (0, 0); loss=" in guard.report
+    assert "first non-finite gradient: none" in guard.report

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.profilers import SimpleProfiler
 
 import zoo
+from callbacks import NullProfiler
 from recipes import (
     cifar10_cnn,
     digits_cnn,
@@ -153,6 +155,13 @@ def test_progress_bar_flag_wins_over_the_default_callback():
     assert cli.trainer.progress_bar_callback is None
     names = [type(callback).__name__ for callback in cli.trainer.callbacks]
     assert {"ModelCheckpoint", "EarlyStopping", "LearningRateMonitor"} <= set(names)
+
+
+def test_recipes_profile_nothing_by_default_and_profile_on_request():
+    assert isinstance(_fit(digits_cnn).trainer.profiler, NullProfiler)
+    profiler = _fit(digits_cnn, "--trainer.profiler=simple").trainer.profiler
+    assert isinstance(profiler, SimpleProfiler)
+    assert len(profiler.recorded_durations["[Callback]NonFiniteGuard.on_before_optimizer_step"]) == 2
 
 
 # --- the `zoo` command ---------------------------------------------------------------------------------------------
