@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from zoo._checkpoint import verify_checkpoint
+from zoo._checkpoint import read_checkpoint
 from zoo._hparams import to_primitive
+
+__all__ = ["check_checkpoint_matches", "read_checkpoint"]
 
 
 def _trusted(saved_class: str, class_path: str) -> bool:
@@ -27,30 +27,6 @@ def _resolve(class_path: str) -> Any:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return class_path
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (memory-mapped, so large ones cost little to inspect).
-
-    Raises:
-        FileNotFoundError: when ``path`` is not a file.
-        ValueError: naming ``path`` when it is not a readable PyTorch checkpoint (empty, truncated, another format)
-            or when a record fails its checksum (bytes changed after writing).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--ckpt_path {path}: no such file")
-    verify_checkpoint(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # zip, unpickling and weights_only failures come in many types
-        size = os.path.getsize(path)
-        raise ValueError(
-            f"{path} ({size} bytes) is not a readable PyTorch checkpoint ({type(error).__name__}: {error}). "
-            "Give a .ckpt file written by a Trainer, e.g. logs/<recipe>/version_N/checkpoints/last.ckpt."
-        ) from error
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} holds no Lightning checkpoint (no 'state_dict' entry)")
-    return checkpoint
 
 
 def check_checkpoint_matches(

@@ -81,7 +81,10 @@ class ZooCLI(LightningCLI):
         config = self.config.get(subcommand) if subcommand else None
         self._resumed_run: dict[str, Any] | None = None
         if config is not None and config.get("ckpt_path"):
-            checkpoint = read_checkpoint(config.ckpt_path)
+            try:
+                checkpoint = read_checkpoint(config.ckpt_path)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"--ckpt_path {error}") from None
             if subcommand == "fit":
                 self._resumed_run = checkpoint.get("callbacks", {}).get(RunConfigCallback.__qualname__)
             class_path = config.model.class_path

@@ -274,7 +274,7 @@ def test_cli_exports_a_preset_with_the_format_from_the_suffix(tmp_path: Path, ca
     [
         (["--model", "cnn_digit"], "Unknown model 'cnn_digit'. Did you mean: cnn_digits"),
         (["--ckpt_path", "{tmp}/missing.ckpt"], "missing.ckpt: no such checkpoint file"),
-        (["--ckpt_path", "{tmp}/corrupt.ckpt"], "corrupt.ckpt is not a readable PyTorch checkpoint"),
+        (["--ckpt_path", "{tmp}/corrupt.ckpt"], "corrupt.ckpt (80 bytes) is not a readable PyTorch checkpoint"),
         (["--model", "mlp_small", "--format", "pt2"], "ends in .onnx, but --format is pt2"),
         (["--model", "lstm_seq2seq_test"], "lstm_seq2seq_test does not export to onnx (GuardOnDataDependentSymNode"),
     ],

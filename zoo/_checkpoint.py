@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import zipfile
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,6 +36,30 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> None:
         )
 
 
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, read with ``weights_only=True`` after the CRC check (memory-mapped, so a
+    large one costs little to inspect).
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: naming ``path`` when a record fails its checksum (bytes changed after writing), when it is not a
+            readable PyTorch checkpoint (empty, truncated, another format) or holds no Lightning checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    verify_checkpoint(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # zip, unpickling and weights_only failures come in many types
+        raise ValueError(
+            f"{path} ({os.path.getsize(path)} bytes) is not a readable PyTorch checkpoint ({type(error).__name__}: "
+            f"{error}). Give a .ckpt file written by a Trainer, e.g. logs/<recipe>/version_N/checkpoints/last.ckpt."
+        ) from error
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} holds no Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint
+
+
 def load_from_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> TaskModule:
     """The zoo model a checkpoint was written by, rebuilt from its saved hyperparameters, in eval mode.
 
@@ -47,14 +72,7 @@ def load_from_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu"
     """
     from zoo.tasks import TaskModule
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    verify_checkpoint(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # zip, unpickling and weights_only failures come in many types
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
-    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path") if isinstance(checkpoint, dict) else None
+    class_path = (read_checkpoint(path).get("hyper_parameters") or {}).get("_class_path")
     if not class_path:
         raise ValueError(f"{path} does not name its model class (no hyper_parameters._class_path)")
     module, _, name = class_path.rpartition(".")

@@ -48,7 +48,7 @@ def test_an_unreadable_checkpoint_is_named(digits_checkpoint: Path, tmp_path: Pa
     broken.write_bytes(digits_checkpoint.read_bytes()[:1000] if content is None else content)
     with pytest.raises(ValueError, match=rf"{kind}\.ckpt \(\d+ bytes\) is not a readable PyTorch checkpoint"):
         digits_cnn.main(["test", f"--ckpt_path={broken}", *QUIET])
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(FileNotFoundError, match=r"^--ckpt_path .*missing\.ckpt: no such checkpoint file$"):
         digits_cnn.main(["test", f"--ckpt_path={tmp_path / 'missing.ckpt'}", *QUIET])
 
 
