@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import make_mnist
 
+from callbacks import default_callbacks
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,12 @@ def test_loop_overhead_writes_rates_ratios_and_per_step_overhead(tmp_path):
     step_ms = report["step_ms_median"]
     assert abs(step_ms["zoo"] - step_ms["raw"] - report["overhead_ms"]["zoo"]) < 1e-9
     assert abs(report["overhead_ms_at_0.90"] - step_ms["raw"] / 9) < 1e-9
+    # the recipe's cost over the bare Trainer splits into dispatch to as many idle callbacks, and their work
+    n_callbacks = len(default_callbacks()) + 1  # and the CLI's config saver (the model summary is turned off)
+    assert report["recipe_callbacks"] == n_callbacks and f"bare + {n_callbacks} idle" in result.stdout
+    idle, bare = report["idle_callbacks_steps_per_s"][0], rates["lightning"]
+    assert report["idle_callbacks_to_lightning_median"] == idle / bare
+    assert abs(report["zoo_to_idle_callbacks_median"] * idle / bare - rates["zoo"] / bare) < 1e-9
 
 
 def test_precision_matrix_reports_every_cell_against_fp32(tmp_path):
