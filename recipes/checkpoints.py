@@ -8,10 +8,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from zoo._checkpoint import read_checkpoint
 from zoo._hparams import to_primitive
-
-__all__ = ["check_checkpoint_matches", "read_checkpoint"]
 
 
 def _trusted(saved_class: str, class_path: str) -> bool:

@@ -30,8 +30,9 @@ import zoo
 from callbacks import FastPath, checkpoint_filename
 from callbacks.fast_path import warn_if_slow_bf16
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
-from recipes.checkpoints import check_checkpoint_matches, read_checkpoint
+from recipes.checkpoints import check_checkpoint_matches
 from recipes.run_config import DEFAULT_LOGS_ROOT, RunConfigCallback
+from zoo._checkpoint import read_checkpoint
 from zoo._hparams import to_primitive
 from zoo.tasks import TaskModule
 

@@ -26,7 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 import zoo
 from datamodules import get_datamodule_class
 from datamodules.base import decode_image
-from recipes.checkpoints import read_checkpoint
+from zoo._checkpoint import read_checkpoint
 from zoo.interpret import attention_heatmap, integrated_gradients, saliency
 from zoo.tasks import ImageClassifier
 
