@@ -104,7 +104,7 @@ def run_one(name: str, datamodule: TimeSeriesDataModule, args: argparse.Namespac
     trainer.fit(model, datamodule=datamodule)
     fit_s = time.perf_counter() - start
     if checkpoint.best_model_path:
-        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        state = zoo.read_checkpoint(checkpoint.best_model_path)["state_dict"]
         model.load_state_dict(state)
     best = checkpoint.best_model_score
     checkpoints.cleanup()

@@ -7,14 +7,12 @@ Lightning's with its BatchNorm-update epoch fixed (see ``callbacks/averaging.py`
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-)
+import yaml
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import instantiate_class
 
 from callbacks._utils import log_image
 from callbacks.activation_stats import ActivationStatsMonitor
@@ -24,6 +22,7 @@ from callbacks.confusion_matrix import ConfusionMatrixLogger
 from callbacks.exact_resume import ExactResume
 from callbacks.fast_path import FastPath, cpu_has_native_bf16
 from callbacks.feature_maps import FeatureMapLogger
+from callbacks.forecast_plot import ForecastPlotLogger
 from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
 from callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard
@@ -34,6 +33,8 @@ from callbacks.pruning import ScheduledPruning
 from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
 
 __all__ = [
+    "DEFAULTS_YAML",
+    "DEFAULT_MONITOR",
     "ActivationStatsMonitor",
     "AttentionMapLogger",
     "ConfusionMatrixLogger",
@@ -41,6 +42,7 @@ __all__ = [
     "FastPath",
     "FeatureMapLogger",
     "Finding",
+    "ForecastPlotLogger",
     "GradientStatsMonitor",
     "LRScheduleLogger",
     "NonFiniteError",
@@ -53,11 +55,18 @@ __all__ = [
     "TrainingDiagnosis",
     "checkpoint_filename",
     "cpu_has_native_bf16",
+    "default_callback_specs",
     "default_callbacks",
     "diagnose",
-    "last_checkpoint",
+    "follow_monitor",
     "log_image",
 ]
+
+
+#: The default callbacks as config (``trainer.callbacks``), read by :func:`default_callbacks` and the recipes' CLI.
+DEFAULTS_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defaults.yaml")
+#: The metric the default checkpoint and early-stopping callbacks watch in ``defaults.yaml``.
+DEFAULT_MONITOR = "val/acc"
 
 
 def checkpoint_filename(monitor: str) -> str:
@@ -68,15 +77,29 @@ def checkpoint_filename(monitor: str) -> str:
     return "epoch={epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}"
 
 
-def last_checkpoint() -> ModelCheckpoint:
-    """``last.ckpt``, overwritten with the latest state after every epoch: the file to resume from."""
-    return ModelCheckpoint(filename="last", enable_version_counter=False)
+def default_callback_specs(monitor: str = DEFAULT_MONITOR, mode: Literal["min", "max"] = "max") -> list[dict[str, Any]]:
+    """The ``class_path``/``init_args`` of the default callbacks (``defaults.yaml``), watching ``monitor``."""
+    with open(DEFAULTS_YAML) as handle:
+        specs = yaml.safe_load(handle)["trainer"]["callbacks"]
+    for spec in specs:
+        follow_monitor(spec, monitor, mode)
+    return specs
+
+
+def follow_monitor(spec: dict[str, Any], monitor: str, mode: Literal["min", "max"]) -> None:
+    """Point a checkpoint or early-stopping spec that watches :data:`DEFAULT_MONITOR` at ``monitor`` instead."""
+    args = spec.get("init_args") or {}
+    if args.get("monitor") != DEFAULT_MONITOR or monitor == DEFAULT_MONITOR:
+        return
+    args["monitor"], args["mode"] = monitor, mode
+    if args.get("filename") == checkpoint_filename(DEFAULT_MONITOR):
+        args["filename"] = checkpoint_filename(monitor)
 
 
 def default_callbacks(
-    monitor: str = "val/acc", mode: Literal["min", "max"] = "max", patience: int = 10
+    monitor: str = DEFAULT_MONITOR, mode: Literal["min", "max"] = "max", patience: int = 10
 ) -> list[Callback]:
-    """The callbacks every recipe starts from.
+    """The callbacks every recipe starts from (``callbacks/defaults.yaml``).
 
     The best checkpoint on ``monitor`` (``epoch=003-val_acc=0.9120.ckpt``) and ``last.ckpt``, rewritten after every
     epoch (Lightning's ``save_last`` writes it only when the best one changes, so it lags after the last
@@ -96,17 +119,10 @@ def default_callbacks(
         raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}")
     if patience < 0:
         raise ValueError(f"`patience` must be >= 0, got {patience}")
-    return [
-        ModelCheckpoint(
-            monitor=monitor, mode=mode, filename=checkpoint_filename(monitor), auto_insert_metric_name=False
-        ),
-        last_checkpoint(),
-        # Checked after validation only: a run that stops mid-epoch (max_steps) or has no validation must not fail.
-        EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=False),
-        NonFiniteGuard(action="skip", max_consecutive_skips=20),
-        ExactResume(),
-        LearningRateMonitor(logging_interval="step"),
-        # Redrawn every 10 batches: drawing on every step costs as much as a small model's step.
-        RichProgressBar(refresh_rate=10),
-        GradientStatsMonitor(every_n_steps=50),
-    ]
+    built = []
+    for spec in default_callback_specs(monitor, mode):
+        init = dict(spec.get("init_args") or {})
+        if "patience" in init:
+            init["patience"] = patience
+        built.append(instantiate_class((), {"class_path": spec["class_path"], "init_args": init}))
+    return built

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelPruning
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
@@ -80,6 +79,7 @@ class ScheduledPruning(ModelPruning):
             verbose=verbose,
         )
         self._applied = 0.0  # the target of the last pruning step of this process
+        self._best = ("", None)  # the best checkpoint's path and epoch, as last saved
 
     @override
     def filter_parameters_to_prune(self, parameters_to_prune: Sequence[tuple[nn.Module, str]] = ()) -> Any:
@@ -134,16 +134,22 @@ class ScheduledPruning(ModelPruning):
         pl_module.log("pruning/sparsity", self.sparsity(), on_epoch=True)
 
     @override
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        # ModelCheckpoint names its new best file before writing it: a save under a new best path is that file.
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        final = min(epoch for epoch, value in self.schedule.items() if value == max(self.schedule.values()))
-        if best and trainer.is_global_zero:
-            epoch = torch.load(best, map_location="cpu", weights_only=True, mmap=True).get("epoch", final)
-            if epoch < final:
-                rank_zero_warn(
-                    f"The best checkpoint {best} (epoch {epoch}) predates the final sparsity (from epoch {final} "
-                    "on); last.ckpt holds the pruned model."
-                )
+        if best and best != self._best[0]:
+            self._best = (best, checkpoint.get("epoch"))
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best, epoch = self._best
+        final = min(start for start, value in self.schedule.items() if value == max(self.schedule.values()))
+        if best and epoch is not None and trainer.is_global_zero and epoch < final:
+            rank_zero_warn(
+                f"The best checkpoint {best} (epoch {epoch}) predates the final sparsity (from epoch {final} "
+                "on); last.ckpt holds the pruned model."
+            )
         super().on_train_end(trainer, pl_module)
 
 

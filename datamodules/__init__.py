@@ -1,7 +1,8 @@
 """LightningDataModules with real loading code.
 
 Image datamodules expose ``num_classes``, ``in_channels``, ``img_size``, ``mean`` and ``std``; sequence datamodules
-expose ``num_classes``, ``vocab_size``, ``in_features`` and ``max_length``. The CLI links these into the model.
+expose ``num_classes``, ``vocab_size``, ``in_features`` and ``max_length``; regression and forecasting datamodules the
+sizes and statistics of their features and targets. The CLI links these into the model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.regression import FUNCTIONS, CSVRegressionDataModule, FunctionDataModule, RegressionDataModule
 from datamodules.resumable import ResumableLoader, ResumableRandomSampler
 from datamodules.seq2seq import Seq2SeqBatch, Seq2SeqDataModule
 from datamodules.sequence import IGNORE_INDEX, SequenceBatch, SequenceDataModule, SequenceDataset, pad_collate
@@ -38,6 +40,8 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "TimeSeries": TimeSeriesDataModule,
     "CharText": CharTextDataModule,
     "Seq2Seq": Seq2SeqDataModule,
+    "Function": FunctionDataModule,
+    "CSVRegression": CSVRegressionDataModule,
 }
 
 
@@ -54,21 +58,25 @@ def get_datamodule_class(name: str) -> type[L.LightningDataModule]:
 __all__ = [
     "AUGMENTATIONS",
     "DATAMODULES",
+    "FUNCTIONS",
     "IGNORE_INDEX",
     "NAMED_SERIES",
     "CIFAR10DataModule",
+    "CSVRegressionDataModule",
     "CharTextDataModule",
     "DigitsDataModule",
     "DigitsSequenceDataModule",
     "EvalDistributedSampler",
     "FashionMNISTDataModule",
     "ForecastBatch",
+    "FunctionDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataset",
     "LocalExtremaDataModule",
     "MNISTDataModule",
     "ParityDataModule",
+    "RegressionDataModule",
     "ResumableLoader",
     "ResumableRandomSampler",
     "Seq2SeqBatch",

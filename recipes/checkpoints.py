@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from zoo._hparams import to_primitive
-
-
-def _trusted(saved_class: str, class_path: str) -> bool:
-    """A checkpoint's class is imported only from the zoo or from the module of the run's own model."""
-    module = saved_class.rpartition(".")[0]
-    return module == "zoo" or module.startswith("zoo.") or module == class_path.rpartition(".")[0]
-
-
-def _resolve(class_path: str) -> Any:
-    """The class a path names (``zoo.MLP`` and ``zoo.mlp.MLP`` are one), or the path when it cannot be imported."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return class_path
+from zoo.checkpoint import TRUSTED_MODULES, import_class, to_primitive
 
 
 def check_checkpoint_matches(
@@ -36,13 +20,14 @@ def check_checkpoint_matches(
     """
     saved = checkpoint.get("hyper_parameters") or {}
     saved_class = saved.get("_class_path")
-    if saved_class and not _trusted(saved_class, class_path):
-        # Checked before anything is imported: importing a module runs its code.
-        raise ValueError(
-            f"{path} names the model class {saved_class}, which is neither part of the zoo nor this run's model "
-            f"({class_path}); it is not imported. Give `--model {saved_class}` if you trust that module."
-        )
-    if saved_class and _resolve(saved_class) is not _resolve(class_path):
+    if saved_class:
+        # The zoo and the module of the run's own model (given by the user) are trusted; nothing else is imported.
+        trusted = (*TRUSTED_MODULES, class_path.rpartition(".")[0])
+        try:
+            saved_cls = import_class(saved_class, trusted, str(path))
+        except ValueError as error:
+            raise ValueError(f"{error} Give `--model {saved_class}` if you trust that module.") from None
+    if saved_class and saved_cls is not import_class(class_path, trusted=None):
         raise ValueError(
             f"{path} is a checkpoint of {saved_class}, but this run's model is {class_path}. "
             f"Give `--model {saved_class}` to use that checkpoint, or a checkpoint of {class_path}."

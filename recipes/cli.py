@@ -1,50 +1,55 @@
 """LightningCLI for the zoo: the recipes' entry point and the ``zoo`` console command.
 
-``ZooCLI`` links the datamodule's sizes into the model and can test right after fitting. With ``--ckpt_path``,
-LightningCLI (2.6+) rebuilds the model from the hyperparameters saved in the checkpoint, so ``test``/``predict``
-work whatever the current config says about the model.
+``ZooCLI`` builds the datamodule once and passes its sizes to the model (each task's ``data_links``), points the
+default checkpoint and early stopping at the model's metric, applies the run policy of :mod:`recipes.runs` and can
+test right after fitting. With ``--ckpt_path``, LightningCLI (2.6+) rebuilds the model from the hyperparameters saved
+in the checkpoint, so ``test``/``predict`` work whatever the current config says about the model.
 
 ``zoo`` adds short names on top: ``zoo fit --model cnn_bn --data MNIST`` (a registered preset and a datamodule
-name), ``zoo fit --model CNN`` (any model class), and ``zoo list``.
+name), ``zoo fit --model CNN`` (any model class), ``zoo list``, and the tools (export, predict, serve, ...).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
-from callbacks import FastPath, checkpoint_filename
+from callbacks import DEFAULTS_YAML as CALLBACKS_YAML
+from callbacks import FastPath, follow_monitor
 from callbacks.fast_path import warn_if_slow_bf16
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches
-from recipes.run_config import DEFAULT_LOGS_ROOT, RunConfigCallback
-from zoo._checkpoint import read_checkpoint
-from zoo._hparams import to_primitive
+from recipes.runs import RunConfigCallback, apply_run_policy, log_into_resumed_run
+from zoo.checkpoint import import_class, read_checkpoint, to_primitive
 from zoo.tasks import TaskModule
 
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULTS_YAML = os.path.join(RECIPES_DIR, "defaults.yaml")
+#: The default config files of every run, in order: the default callbacks, then the shared trainer defaults.
+DEFAULT_CONFIG_FILES = (CALLBACKS_YAML, DEFAULTS_YAML)
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-#: The metric of the default checkpoint and early-stopping callbacks (recipes/defaults.yaml).
-DEFAULT_MONITOR = "val/acc"
 
 
-#: Callbacks that cannot run without a logger, left out of runs with ``--trainer.logger false``.
-NEEDS_LOGGER = ("LearningRateMonitor",)
+def _task_classes() -> list[type[TaskModule]]:
+    """Every subclass of TaskModule imported so far (the zoo's, and those of modules imported before the CLI)."""
+    found, stack = {}, [TaskModule]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return list(found.values())
 
 
 class ZooCLI(LightningCLI):
@@ -57,6 +62,7 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, *args: Any, run_name: str = "zoo", **kwargs: Any) -> None:
         self.run_name = run_name
+        self._resumed_run: dict[str, Any] | None = None
         kwargs.setdefault("model_class", TaskModule)
         kwargs.setdefault("datamodule_class", L.LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -74,70 +80,69 @@ class ZooCLI(LightningCLI):
             default=0,
             help="Also rewrite last.ckpt every N optimizer steps, to resume inside an epoch (0: after epochs only).",
         )
+        # The datamodule is built once, before the model, and each size a task takes from the data reaches the model
+        # from it (LightningCLI's links applied on instantiation). A link whose target the chosen model lacks is
+        # skipped by jsonargparse; `_from_data` keeps the configured value where the data has none, and refuses a
+        # value the user gave that disagrees with the data (a link alone would overwrite it silently).
+        for key in sorted({key for cls in _task_classes() for key in cls.data_links}):
+            parser.link_arguments(
+                "data", f"model.init_args.{key}", compute_fn=self._from_data(key), apply_on="instantiate"
+            )
+
+    def _run_config(self) -> Namespace:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _from_data(self, key: str) -> Callable[[L.LightningDataModule], Any]:
+        def compute(datamodule: L.LightningDataModule) -> Any:
+            model = self._run_config().model
+            given = model.init_args.get(key) if model.get("init_args") else None
+            model_class = import_class(model.class_path, trusted=None)
+            value = getattr(datamodule, key, None)
+            if value is None or key not in getattr(model_class, "data_links", ()):
+                return given  # the data has no such size, or the model does not take it from the data
+            given, value = to_primitive(given, key), to_primitive(value, key)
+            if given not in (to_primitive(_init_default(model_class, key), key), value):
+                raise ValueError(
+                    f"--model.init_args.{key}={given!r} disagrees with the data: {type(datamodule).__name__} has "
+                    f"{key}={value!r}. Leave {key} out; it is set from the data."
+                )
+            return value
+
+        return compute
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI replaces the model config by the checkpoint's hyperparameters: compare them first.
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
-        self._resumed_run: dict[str, Any] | None = None
-        if config is not None and config.get("ckpt_path"):
-            try:
-                checkpoint = read_checkpoint(config.ckpt_path)
-            except FileNotFoundError as error:
-                raise FileNotFoundError(f"--ckpt_path {error}") from None
-            if subcommand == "fit":
-                self._resumed_run = checkpoint.get("callbacks", {}).get(RunConfigCallback.__qualname__)
-            class_path = config.model.class_path
-            linked = getattr(_import_class(class_path), "data_links", ())
-            init_args = {key: value for key, value in config.model.init_args.items() if key not in linked}
-            check_checkpoint_matches(config.ckpt_path, checkpoint, class_path, init_args, subcommand)
+        if config is None or not config.get("ckpt_path"):
+            return
+        try:
+            checkpoint = read_checkpoint(config.ckpt_path)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"--ckpt_path {error}") from None
+        if subcommand == "fit":
+            self._resumed_run = checkpoint.get("callbacks", {}).get(RunConfigCallback.__qualname__)
+        class_path = config.model.class_path
+        linked = getattr(import_class(class_path, trusted=None), "data_links", ())
+        init_args = {key: value for key, value in config.model.init_args.items() if key not in linked}
+        check_checkpoint_matches(config.ckpt_path, checkpoint, class_path, init_args, subcommand)
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = config.trainer
-        # `--trainer.enable_progress_bar false` should win over the progress bar of a default config.
-        if trainer.enable_progress_bar is False and trainer.callbacks:
-            trainer.callbacks = [cb for cb in trainer.callbacks if "ProgressBar" not in cb.class_path.rsplit(".")[-1]]
-        model_class = _import_class(config.model.class_path)
-        _link_data_into_model(model_class, config.model, config.data)
-        _follow_model_monitor(model_class, trainer.callbacks or [])
-        self._configure_logging(trainer)
-        if self.subcommand == "fit":
-            _add_step_checkpoint(trainer, config.get("last_every_n_steps") or 0)
-            if getattr(self, "_resumed_run", None):
-                _log_into_resumed_run(trainer, self._resumed_run)
-
-    def _configure_logging(self, trainer: Any) -> None:
-        """Give the loggers this program's name and folder; without a logger, drop the callbacks that need one."""
-        specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
-        specs = [spec for spec in specs if hasattr(spec, "class_path")]
-        first = specs[0].init_args if specs else {}
-        run_name = first.get("name") or self.run_name
-        logs_root = first.get("save_dir") or DEFAULT_LOGS_ROOT
-        for spec in specs:
-            kind, args = spec.class_path.rsplit(".", 1)[-1], spec.init_args
-            if kind == "WandbLogger":
-                if not args.get("project"):
-                    args.project = run_name  # Lightning puts W&B checkpoints under <save_dir>/<project>/<run id>
-                # W&B's service process, started once per Python process, resolves relative folders against its own
-                # working directory, which need not be the run's.
-                args.save_dir = os.path.abspath(args.get("save_dir") or ".")
-            if kind == "MLFlowLogger" and args.get("experiment_name") in (None, "lightning_logs"):
-                args.experiment_name = run_name
-        if trainer.logger is False or trainer.logger == []:
-            kept = [cb for cb in trainer.callbacks or [] if cb.class_path.rsplit(".", 1)[-1] not in NEEDS_LOGGER]
-            if len(kept) < len(trainer.callbacks or []):
-                rank_zero_info(f"No logger: left out {', '.join(NEEDS_LOGGER)}, which logs through one.")
-                trainer.callbacks = kept
+        config = self._run_config()
+        monitor, mode = import_class(config.model.class_path, trusted=None).monitor
+        for spec in config.trainer.callbacks or []:
+            follow_monitor(spec, monitor, mode)
+        fitting = self.subcommand == "fit"
+        every_n_steps = (config.get("last_every_n_steps") or 0) if fitting else 0
+        run = apply_run_policy(config.trainer, self.run_name, every_n_steps)
+        if fitting and self._resumed_run:
+            log_into_resumed_run(config.trainer, self._resumed_run)
         if self.save_config_callback is RunConfigCallback:
-            resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is not None
-            self.save_config_kwargs = {
-                "logs_root": logs_root,
-                "run_name": run_name,
-                "resuming": resuming,
-                **self.save_config_kwargs,
-            }
+            self.save_config_kwargs = {**run, "resuming": self._resuming(), **self.save_config_kwargs}
+
+    def _resuming(self) -> bool:
+        return self.subcommand == "fit" and self._run_config().get("ckpt_path") is not None
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -147,94 +152,21 @@ class ZooCLI(LightningCLI):
         # failing run's loggers would still write into it.
         logger = trainer.logger
         if isinstance(logger, (TensorBoardLogger, CSVLogger)) and isinstance(logger.version, (int, str)):
-            resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path") is not None
             for callback in trainer.callbacks:
                 if isinstance(callback, RunConfigCallback):
-                    callback.refuse_taken_folder(logger.log_dir, resuming)
+                    callback.refuse_taken_folder(logger.log_dir, self._resuming())
         return trainer
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit"):
+        if not self._run_config().get("test_after_fit"):
             return
         checkpoint = self.trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
         if best:
             # The weights themselves rather than `ckpt_path`: with EMA/weight averaging the checkpoint's state_dict
             # holds the averaged model, which `ckpt_path` would replace by the raw one kept for resuming.
-            state = torch.load(best, map_location=self.model.device, weights_only=True)["state_dict"]
-            self.model.load_state_dict(state)
+            self.model.load_state_dict(read_checkpoint(best)["state_dict"])
         self.trainer.test(self.model, datamodule=self.datamodule)
-
-
-def _add_step_checkpoint(trainer: Any, every_n_steps: int) -> None:
-    """Add a second writer of ``last.ckpt``, every ``every_n_steps`` optimizer steps (ModelCheckpoint takes either
-    a step or an epoch interval, not both)."""
-    if every_n_steps < 0:
-        raise ValueError(f"--last_every_n_steps must be >= 0, got {every_n_steps}")
-    if not every_n_steps:
-        return
-    last = [cb for cb in trainer.callbacks or [] if cb.class_path.endswith("ModelCheckpoint") and _is_last(cb)]
-    if not last:
-        raise ValueError("--last_every_n_steps needs the last.ckpt ModelCheckpoint (filename: last) of the defaults")
-    step = Namespace(class_path=last[0].class_path, init_args=Namespace(**dict(last[0].init_args)))
-    step.init_args.every_n_train_steps = every_n_steps
-    step.init_args.every_n_epochs = None
-    trainer.callbacks = [*trainer.callbacks, step]
-
-
-def _is_last(callback: Any) -> bool:
-    args = callback.get("init_args") or {}
-    return args.get("filename") == "last" and args.get("monitor") is None
-
-
-def _log_into_resumed_run(trainer: Any, run: dict[str, Any]) -> None:
-    """Point the first logger at the run a checkpoint came from, unless its version or id was given."""
-    specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
-    spec = specs[0] if specs and hasattr(specs[0], "class_path") else None
-    if spec is None or run.get("version") is None or spec.class_path.rsplit(".", 1)[-1] != run.get("logger"):
-        return
-    args, version = spec.init_args, run["version"]
-    if run["logger"] in ("TensorBoardLogger", "CSVLogger") and args.get("version") is None:
-        folder = version if isinstance(version, str) else f"version_{version}"
-        root = os.path.join(args.get("save_dir") or ".", args.get("name") or "lightning_logs")
-        if os.path.realpath(os.path.join(root, folder)) == os.path.realpath(run["run_dir"] or ""):
-            args.version = version
-    elif run["logger"] == "MLFlowLogger" and args.get("run_id") is None:
-        args.run_id = version
-    elif run["logger"] == "WandbLogger" and args.get("id") is None and args.get("version") is None:
-        args.id = version
-    else:
-        return
-    rank_zero_info(f"Resuming: logging into the checkpoint's run ({run['logger']} {version}, {run['run_dir']}).")
-
-
-def _import_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def _link_data_into_model(model_class: type, model: Any, data: Any) -> None:
-    """Set the model's ``data_links`` arguments from the datamodule's attributes of the same names.
-
-    Only the arguments the chosen model's task declares and takes are linked, so its hyperparameters (and every
-    checkpoint) hold nothing it cannot be rebuilt with. The datamodule is built once here to read values that
-    come from its files (an image folder's class count); building one reads no data.
-    """
-    links = [key for key in getattr(model_class, "data_links", ()) if key in model.init_args]
-    if not links:
-        return
-    datamodule = _import_class(data.class_path)(**data.init_args.as_dict())
-    for key in links:
-        value = getattr(datamodule, key, None)
-        if value is None:
-            continue
-        given = to_primitive(model.init_args[key], key)
-        if given not in (to_primitive(_init_default(model_class, key), key), to_primitive(value, key)):
-            raise ValueError(
-                f"--model.init_args.{key}={given!r} disagrees with the data: {type(datamodule).__name__} has "
-                f"{key}={value!r}. Leave {key} out; it is set from the data."
-            )
-        model.init_args[key] = value
 
 
 def _init_default(model_class: type, name: str) -> Any:
@@ -247,55 +179,33 @@ def _init_default(model_class: type, name: str) -> Any:
     return None
 
 
-def _follow_model_monitor(model_class: type, callbacks: list[Any]) -> None:
-    """Point the default checkpoint and early-stopping callbacks at the model task's metric (``val/psnr``, ...)."""
-    monitor, mode = model_class.monitor
-    if monitor == DEFAULT_MONITOR:
-        return
-    for callback in callbacks:
-        args = callback.get("init_args")
-        kind = callback.class_path.rsplit(".")[-1]
-        if args is None:  # a callback given without arguments
-            continue
-        if kind in ("ModelCheckpoint", "EarlyStopping") and args.monitor == DEFAULT_MONITOR:
-            args.monitor, args.mode = monitor, mode
-            if getattr(args, "filename", None) == checkpoint_filename(DEFAULT_MONITOR):
-                args.filename = checkpoint_filename(monitor)
+def _parser_kwargs(*config_files: str) -> dict[str, dict[str, list[str]]]:
+    return {subcommand: {"default_config_files": list(config_files)} for subcommand in SUBCOMMANDS}
 
 
 def run_recipe(recipe_file: str, args: Sequence[str] | None = None) -> ZooCLI:
     """Run ZooCLI with the shared defaults and the YAML beside ``recipe_file`` as default config files."""
     recipe_yaml = os.path.splitext(recipe_file)[0] + ".yaml"
-    config_files = {"default_config_files": [DEFAULTS_YAML, recipe_yaml]}
-    parser_kwargs = {subcommand: config_files for subcommand in SUBCOMMANDS}
     run_name = os.path.splitext(os.path.basename(recipe_file))[0]
+    parser_kwargs = _parser_kwargs(*DEFAULT_CONFIG_FILES, recipe_yaml)
     return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs, run_name=run_name)
 
 
 # --- the `zoo` console command --------------------------------------------------------------------------------
 
 
-def _model_classes() -> dict[str, type]:
-    found, stack = {}, [TaskModule]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        found[cls.__name__] = cls
-    return found
-
-
 def _model_argument(name: str) -> str:
     """``--model`` value for a preset name, a model class name or a class path."""
     if "." in name or name.startswith("{"):
         return name
-    classes = _model_classes()
+    classes = {cls.__name__: cls for cls in _task_classes()}
     if name in classes:
         return f"{classes[name].__module__}.{name}"
     if zoo.is_model(name):
-        config = zoo.preset_config(name)  # the preset's class and arguments; nothing is built
-        links = _import_class(config["class_path"]).data_links
-        config["init_args"] = {key: value for key, value in config["init_args"].items() if key not in links}
-        return json.dumps(config)
+        info = zoo.model_info(name)
+        # The sizes that come from the data are left to the datamodule (the model's `data_links`).
+        init_args = {key: value for key, value in info.args.items() if key not in info.cls.data_links}
+        return json.dumps({"class_path": info.class_path, "init_args": init_args})
     close = difflib.get_close_matches(name, [*zoo.list_models(), *classes], n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SystemExit(f"error: unknown model {name!r}.{hint} `zoo list` shows every model.")
@@ -341,8 +251,7 @@ def print_registry() -> None:
     for name in zoo.list_models():
         info = zoo.model_info(name)
         params = f"{info.num_params / 1e6:.2f}M" if info.num_params else "?"
-        cls = info.fn.__annotations__.get("return", "")
-        models.add_row(name, str(cls), info.task, info.input_spec.describe(), params, info.source)
+        models.add_row(name, info.cls.__name__, info.task, info.input_spec.describe(), params, info.source)
     data = Table(title=f"Datamodules ({len(DATAMODULES)})")
     for column in ("name", "class", "classes", "input"):
         data.add_column(column)
@@ -364,41 +273,45 @@ def _data_input(cls: type) -> str:
     return "from files"
 
 
-#: ``zoo <tool>``: programs beside LightningCLI's subcommands, each a module with ``main(args)``. ``zoo predict`` is the
-#: file/text predictor when given ``--inputs`` or ``--text``, else LightningCLI's ``predict`` over a datamodule.
-TOOLS = {
-    "export": "recipes.export",
-    "predict": "recipes.predict",
-    "serve": "recipes.serve",
-    "explain": "recipes.explain",
-    "sample": "recipes.sample",
-}
+def _tools() -> dict[str, Callable[[list[str]], Any]]:
+    """``zoo <tool>``: programs beside LightningCLI's subcommands, each a ``main(args)``; imported when asked for."""
+    from recipes import explain, export, predict, sample, serve
+
+    return {
+        "export": export.main,
+        "predict": predict.main,
+        "serve": serve.main,
+        "explain": explain.main,
+        "sample": sample.main,
+    }
 
 
-def _tool(args: Sequence[str]) -> str | None:
-    """The module of the tool ``args`` ask for, or None for LightningCLI."""
+TOOL_NAMES = ("export", "predict", "serve", "explain", "sample")
+
+
+def _tool(args: Sequence[str]) -> Callable[[list[str]], Any] | None:
+    """The tool ``args`` ask for, or None for LightningCLI. ``zoo predict`` is the file/text predictor when given
+    ``--inputs`` or ``--text``, else LightningCLI's ``predict`` over a datamodule."""
     name = args[0] if args else None
+    if name not in TOOL_NAMES:
+        return None
     if name == "predict" and not any(arg.split("=")[0] in ("--inputs", "--text") for arg in args):
         return None
-    return TOOLS.get(name) if name else None
+    return _tools()[name]
 
 
 def main(args: Sequence[str] | None = None) -> Any:
-    """The ``zoo`` command: ``zoo list``, the tools of :data:`TOOLS`, or LightningCLI subcommands with short
-    model/data names."""
+    """The ``zoo`` command: ``zoo list``, the tools, or LightningCLI subcommands with short model/data names."""
     args = list(sys.argv[1:] if args is None else args)
     if args[:1] == ["list"]:
         print_registry()
         return None
     tool = _tool(args)
     if tool is not None:
-        return importlib.import_module(tool).main(args[1:])
+        return tool(args[1:])
     if not args:
-        rank_zero_info(
-            "usage: zoo {list,fit,validate,test,predict,export,serve,explain,sample} [--model NAME] [--data NAME] ..."
-        )
-    parser_kwargs = {subcommand: {"default_config_files": [DEFAULTS_YAML]} for subcommand in SUBCOMMANDS}
-    return ZooCLI(args=expand_short_names(args), parser_kwargs=parser_kwargs)
+        rank_zero_info("usage: zoo {list,fit,validate,test,predict,export,serve,explain,sample} [--model NAME] ...")
+    return ZooCLI(args=expand_short_names(args), parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
 
 
 def console() -> None:

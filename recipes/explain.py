@@ -14,7 +14,6 @@ predicted class and its probability. ``--method attention`` draws a ViT's attent
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 import zoo
 from datamodules import get_datamodule_class
 from datamodules.base import decode_image
-from zoo._checkpoint import read_checkpoint
+from zoo.checkpoint import import_class, read_checkpoint
 from zoo.interpret import attention_heatmap, integrated_gradients, saliency
 from zoo.tasks import ImageClassifier
 
@@ -67,10 +66,10 @@ def datamodule_class(hparams: Mapping[str, Any] | None, data: str | None) -> typ
         except ValueError as error:
             raise SystemExit(f"error: --data: {error}") from None
     class_path = (hparams or {}).get("_class_path") or ""
-    module, _, name = class_path.rpartition(".")
-    if module != "datamodules" and not module.startswith("datamodules."):
+    try:
+        return import_class(class_path, trusted=("datamodules",))
+    except ValueError:
         return None
-    return getattr(importlib.import_module(module), name, None)
 
 
 def preprocessing_for(

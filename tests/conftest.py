@@ -1,4 +1,5 @@
-"""Shared fixtures: real on-disk dataset formats written by the tests, and the optional ../shared/data copy."""
+"""Shared helpers: the quiet Trainer and command-line options, real on-disk dataset formats written by the tests, and
+the optional ../shared/data copy."""
 
 from __future__ import annotations
 
@@ -8,11 +9,26 @@ import os
 import struct
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Command-line options that keep a recipe's output to what a test reads.
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar or model summary unless ``kwargs`` ask for them."""
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:

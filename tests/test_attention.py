@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import QUIET
 from torch import nn
 
 import zoo
@@ -21,7 +22,6 @@ from zoo.layers.attention import (
 )
 
 ATOL = 1e-5
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _mask(batch: int, queries: int, keys: int, generator: torch.Generator) -> torch.Tensor:

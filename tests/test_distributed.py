@@ -17,13 +17,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from conftest import QUIET
 
 import zoo
 from datamodules import DigitsDataModule
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 pytestmark = [
     pytest.mark.slow,

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import QUIET
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 import zoo
@@ -15,8 +16,6 @@ from callbacks import FastPath, cpu_has_native_bf16
 from callbacks import fast_path as fast_path_module
 from recipes import digits_cnn
 from recipes.cli import RECIPES_DIR
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _trainer(*callbacks: L.Callback, precision: str = "32-true", steps: int = 4) -> L.Trainer:

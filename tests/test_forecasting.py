@@ -12,13 +12,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import QUIET
 
 import zoo
+from callbacks import ForecastPlotLogger
 from datamodules import TimeSeriesDataModule
 from recipes import forecast_sunspots
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 @pytest.fixture(autouse=True)
@@ -185,9 +186,10 @@ def test_forecast_plot_is_logged_as_an_image(tmp_path):
 
     dm = _datamodule()
     logger = TensorBoardLogger(tmp_path, name="plot")
-    model = _linked(zoo.NaiveForecaster, dm, plot_every_n_epochs=1)
-    _trainer(logger=logger, max_epochs=1).fit(model, datamodule=dm)
-    _trainer(logger=logger).test(model, datamodule=dm, verbose=False)
+    model = _linked(zoo.NaiveForecaster, dm)
+    plot = ForecastPlotLogger(every_n_epochs=1)
+    _trainer(logger=logger, max_epochs=1, callbacks=[plot]).fit(model, datamodule=dm)
+    _trainer(logger=logger, callbacks=[plot]).test(model, datamodule=dm, verbose=False)
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert {"val/forecast", "test/forecast"} <= set(events.Tags()["images"])

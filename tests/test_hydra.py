@@ -17,7 +17,7 @@ from torch import nn
 
 import zoo
 from datamodules import DigitsDataModule
-from zoo._hparams import to_primitive
+from zoo.checkpoint import to_primitive
 
 pytest.importorskip("hydra")
 from hydra.utils import instantiate

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
+from conftest import QUIET
 from PIL import Image
 
 import zoo
@@ -22,8 +23,6 @@ from zoo.interpret import (
     integration_points,
     saliency,
 )
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _with_statistics(model: zoo.ImageClassifier, shape: tuple[int, ...]) -> zoo.ImageClassifier:

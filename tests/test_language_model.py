@@ -10,13 +10,13 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import QUIET
 
 import zoo
 from datamodules import CharTextDataModule
 from datamodules.text import IGNORE_INDEX, resolve_path
 from recipes import sample, shakespeare_char_gpt, shakespeare_char_lstm
 
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 SHAKESPEARE = Path(resolve_path("../shared/data/tinyshakespeare/input.txt"))
 

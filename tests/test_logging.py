@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import QUIET
 
 from recipes import digits_cnn
-from recipes.run_config import git_commit, next_version_dir
+from recipes.runs import git_commit, next_version_dir
 
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SHORT = ["fit", "--trainer.max_epochs=2", "--trainer.log_every_n_steps=5", *QUIET]
 
 

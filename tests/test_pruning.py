@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUIET
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 import zoo
@@ -16,7 +17,6 @@ from datamodules import DigitsDataModule
 from recipes import digits_cnn, mnist_cnn
 
 RECIPES = Path(digits_cnn.__file__).parent
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _weights(state_dict: dict[str, torch.Tensor], ndim: tuple[int, ...]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import QUIET
 from lightning.pytorch.profilers import SimpleProfiler
 
 import zoo
@@ -26,8 +27,6 @@ from recipes import (
 )
 from recipes.cli import expand_short_names
 from recipes.cli import main as zoo_main
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _fit(recipe, *args: str):

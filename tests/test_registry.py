@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo._registry import _REGISTRY
+from zoo.registry import _REGISTRY
 
 
 def test_list_models_uses_fnmatch_and_is_sorted():
@@ -50,14 +50,28 @@ def test_unknown_model_suggests_close_matches():
         zoo.model_info("completely_different")
 
 
-def test_duplicate_name_raises():
-    @zoo.register_model(input_size=(1, 4, 4))
-    def registry_test_model(**overrides) -> nn.Module:
-        return nn.Identity()
+def test_a_preset_is_data_bound_to_a_builder():
+    """The decorated function returns arguments; its name becomes a builder whose overrides win."""
+
+    @zoo.register_model(zoo.MLP, input_size=(1, 4, 4), num_params=1, source="test")
+    def registry_test_model() -> dict:
+        """A tiny MLP."""
+        return dict(img_size=4, hidden_dims=(8,))
 
     try:
+        assert zoo.preset_config("registry_test_model", num_classes=3) == {
+            "class_path": "zoo.mlp.MLP",
+            "init_args": {"img_size": 4, "hidden_dims": [8], "num_classes": 3},
+        }
+        model = registry_test_model(num_classes=3)
+        assert isinstance(model, zoo.MLP) and model.num_classes == 3 and model.hparams.hidden_dims == [8]
+        assert registry_test_model.__doc__ == "A tiny MLP." and registry_test_model.__name__ == "registry_test_model"
         with pytest.raises(ValueError, match="already registered"):
-            zoo.register_model(input_size=(1, 4, 4))(registry_test_model)
+
+            @zoo.register_model(zoo.MLP, input_size=(1, 4, 4))
+            def registry_test_model() -> dict:
+                return {}
+
     finally:
         del _REGISTRY["registry_test_model"]
 

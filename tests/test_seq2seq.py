@@ -5,14 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import QUIET
 
 import zoo
 from datamodules import Seq2SeqDataModule
 from datamodules.seq2seq import EOS, NUM_SPECIAL, PAD, answer
 from recipes import seq2seq_reverse, seq2seq_reverse_lstm
 from zoo.tasks import seq2seq as task
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def test_token_conventions_agree_between_data_and_task():

@@ -15,7 +15,7 @@ import zoo
 from datamodules import DigitsDataModule
 from tests.conftest import read_csv
 from zoo.layers import Mish, Swish, focal_loss, get_act_layer
-from zoo.tasks import classification_metrics
+from zoo.metrics import classification_metrics
 from zoo.tasks.optim import build_optimizer, lr_factor
 
 
@@ -44,11 +44,11 @@ def test_custom_activations_equal_torch_versions():
 def test_classifier_losses_and_soft_targets():
     model = zoo.MLP(num_classes=4, in_channels=1, img_size=4, hidden_dims=(8,), loss="focal", focal_gamma=0.0)
     x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
-    loss, logits, _ = model.shared_step((x, y))
-    torch.testing.assert_close(loss, F.cross_entropy(logits, y))
-    loss_soft, _, hard = model.shared_step((x, F.one_hot(y, 4).float()))
-    torch.testing.assert_close(loss_soft, loss)
-    assert torch.equal(hard, y)
+    output = model.step((x, y), 0, "train")
+    torch.testing.assert_close(output.loss, F.cross_entropy(output.values["preds"], y))
+    soft = model.step((x, F.one_hot(y, 4).float()), 0, "train")
+    torch.testing.assert_close(soft.loss, output.loss)
+    assert torch.equal(soft.values["target"], y) and output.size == 6
     with pytest.raises(ValueError, match="Unknown loss"):
         zoo.MLP(loss="hinge")
 
@@ -191,13 +191,14 @@ def test_train_metric_buffer_is_bounded_in_elements(monkeypatch):
     """Large per-step outputs are flushed by size, long before `metric_update_interval` batches gather."""
     data = DigitsDataModule(batch_size=64, val_fraction=0.11)  # 20 full batches of (64, 10) logits
     model = zoo.MLP(in_channels=1, img_size=8, hidden_dims=(32,), optimizer="sgd", lr=1e-30, momentum=0.0)
-    model.metric_update_interval, model.metric_buffer_elements = 1000, 2 * 64 * 10
+    per_batch = 64 * 10 + 64  # the logits and the targets the metrics update with
+    model.metric_update_interval, model.metric_buffer_elements = 1000, 2 * per_batch
     sizes = []
-    update = model._update_train_metrics
-    monkeypatch.setattr(model, "_update_train_metrics", lambda: sizes.append(model._pending_elements) or update())
+    flush = model.flush_train_buffer
+    monkeypatch.setattr(model, "flush_train_buffer", lambda: sizes.append(model._train_buffer_elements) or flush())
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(model, data)
-    assert sizes[:10] == [1280] * 10  # every second batch, never more held
+    assert sizes[:10] == [2 * per_batch] * 10  # every second batch, never more held
     images, targets = data.datasets["train"].__getitems__(range(len(data.datasets["train"])))
     with torch.no_grad():
         accuracy = (model(images).argmax(-1) == targets).float().mean()

@@ -20,10 +20,9 @@ import yaml
 from recipes import digits_cnn
 from recipes.cli import ZooCLI
 from recipes.cli import main as zoo_main
-from tests.conftest import read_csv
+from tests.conftest import QUIET, read_csv
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 #: One epoch of plain SGD (no momentum, decay or schedule): each step moves the weights by exactly ``-lr * grad``.
 #: Callers set ``--trainer.limit_train_batches`` to the batches of one step: the epoch then ends with it and runs
 #: validation, which the default EarlyStopping needs (`--trainer.max_steps=1` stops mid-epoch, and it raises).

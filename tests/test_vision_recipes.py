@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import QUIET
 
 import zoo
 from recipes import cifar10_efficientnet, cifar10_resnet18, cifar10_vit, finetune_imagefolder
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,8 @@
 ['cnn_bn', 'cnn_bn_cifar']
 """
 
-from zoo._checkpoint import load_from_checkpoint
-from zoo._registry import (
-    InputSpec,
-    ModelInfo,
-    UnknownModelError,
-    create_model,
-    is_model,
-    list_models,
-    model_info,
-    preset_config,
-    register_model,
-)
 from zoo.backbone import Backbone
+from zoo.checkpoint import load_from_checkpoint, read_checkpoint
 from zoo.cnn import CNN, SimpleCNN
 from zoo.cnn1d import SequenceCNN
 from zoo.denoising import DnCNN, UNetDenoiser
@@ -33,7 +22,18 @@ from zoo.forecasters import (
     TransformerForecaster,
     WindowMeanForecaster,
 )
-from zoo.mlp import MLP
+from zoo.mlp import MLP, MLPRegressor
+from zoo.registry import (
+    InputSpec,
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    is_model,
+    list_models,
+    model_info,
+    preset_config,
+    register_model,
+)
 from zoo.resnet import ResNet
 from zoo.rnn import RNNClassifier, RNNEncoder, RNNTagger
 from zoo.rnn_lm import LSTMLanguageModel
@@ -44,6 +44,7 @@ from zoo.tasks import (
     Forecaster,
     ImageClassifier,
     LanguageModel,
+    Regressor,
     Seq2SeqTask,
     SequenceClassifier,
     SequenceTagger,
@@ -72,11 +73,13 @@ __all__ = [
     "LSTMSeq2Seq",
     "LanguageModel",
     "MLPForecaster",
+    "MLPRegressor",
     "ModelInfo",
     "NaiveForecaster",
     "RNNClassifier",
     "RNNEncoder",
     "RNNTagger",
+    "Regressor",
     "ResNet",
     "SeasonalNaiveForecaster",
     "Seq2SeqTask",
@@ -99,5 +102,6 @@ __all__ = [
     "load_from_checkpoint",
     "model_info",
     "preset_config",
+    "read_checkpoint",
     "register_model",
 ]

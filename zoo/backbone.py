@@ -42,7 +42,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.lr_scheduler import LambdaLR
 
-from zoo._registry import register_model
+from zoo.checkpoint import load_file
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 Strategy = Literal["full", "linear_probe", "partial", "discriminative", "gradual"]
@@ -142,13 +143,7 @@ def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
         # torchvision loads the cached file with weights_only=False, and torch hub checks its hash only on download.
         # A file that loads with weights_only=True holds nothing but tensors and containers, so loading it either
         # way runs no code.
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as error:  # unpickling and zip failures come in many types
-            raise ValueError(
-                f"Refusing to load {path}: it is not a plain state dict ({type(error).__name__}: {error}). "
-                f"Delete it and put the file from {weights.url} there."
-            ) from error
+        load_file(path, "plain state dict", f"Delete it and put the file from {weights.url} there.")
     return get_model(name, weights=weights)
 
 
@@ -163,7 +158,7 @@ def _strip_last_linear(model: nn.Module) -> int:
 
 
 def _load_state_dict(model: nn.Module, weights_path: str) -> None:
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state = load_file(weights_path, "weights file")
     state = state.get("state_dict", state)
     missing, _ = model.load_state_dict(state, strict=False)  # the old classifier's keys are expected extras
     if missing:
@@ -312,29 +307,25 @@ class Backbone(ImageClassifier):
         ]
 
 
-def _create_backbone(**kwargs: Any) -> Backbone:
-    return Backbone(**kwargs)
-
-
 @register_model(
+    Backbone,
     input_size=(3, 224, 224),
     num_params=11_689_512,
     source="timm resnet18 under a new head, discriminative lrs (Howard & Ruder, 2018)",
     tags=("transfer",),
 )
-def resnet18_finetune(**overrides: Any) -> Backbone:
+def resnet18_finetune() -> dict[str, Any]:
     """timm ResNet-18 backbone with a 1000-class head; every stage trains at lr * 0.5 ** distance from the head."""
-    preset = dict(num_classes=1000, img_size=224, backbone="resnet18", strategy="discriminative", lr_decay=0.5)
-    return _create_backbone(**dict(preset, **overrides))
+    return dict(num_classes=1000, img_size=224, backbone="resnet18", strategy="discriminative", lr_decay=0.5)
 
 
 @register_model(
+    Backbone,
     input_size=(3, 224, 224),
     num_params=11_689_512,
     source="torchvision resnet18 under a new head, last two stages trained",
     tags=("transfer",),
 )
-def tv_resnet18_finetune(**overrides: Any) -> Backbone:
+def tv_resnet18_finetune() -> dict[str, Any]:
     """torchvision ResNet-18 backbone with a 1000-class head; only layer3, layer4 and the head train."""
-    preset = dict(num_classes=1000, img_size=224, backbone="tv:resnet18", strategy="partial", unfreeze_last=2)
-    return _create_backbone(**dict(preset, **overrides))
+    return dict(num_classes=1000, img_size=224, backbone="tv:resnet18", strategy="partial", unfreeze_last=2)

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import InitScheme, conv_stages, get_act_layer, init_weights
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 
@@ -120,37 +120,29 @@ class CNN(ImageClassifier):
         return self.pool(x)  # (B, channels[-1])
 
 
-def _create_simple_cnn(**kwargs: Any) -> SimpleCNN:
-    return SimpleCNN(**kwargs)
-
-
-def _create_cnn(**kwargs: Any) -> CNN:
-    return CNN(**kwargs)
-
-
-@register_model(input_size=(1, 28, 28), num_params=421_642, source="LeNet-style conv-pool net")
-def cnn_simple(**overrides: Any) -> SimpleCNN:
+@register_model(SimpleCNN, input_size=(1, 28, 28), num_params=421_642, source="LeNet-style conv-pool net")
+def cnn_simple() -> dict[str, Any]:
     """Two conv-pool stages (32, 64) and a 128-unit FC layer, for 1x28x28 images."""
-    preset = dict(in_channels=1, img_size=28, channels=(32, 64), hidden_dim=128)
-    return _create_simple_cnn(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, channels=(32, 64), hidden_dim=128)
 
 
-@register_model(input_size=(1, 28, 28), num_params=94_186, source="conv-BN-ReLU stages with global average pooling")
-def cnn_bn(**overrides: Any) -> CNN:
+@register_model(
+    CNN, input_size=(1, 28, 28), num_params=94_186, source="conv-BN-ReLU stages with global average pooling"
+)
+def cnn_bn() -> dict[str, Any]:
     """Three conv-BN-ReLU stages (32, 64, 128), one block each, for 1x28x28 images."""
-    preset = dict(in_channels=1, img_size=28, channels=(32, 64, 128), blocks_per_stage=1)
-    return _create_cnn(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, channels=(32, 64, 128), blocks_per_stage=1)
 
 
-@register_model(input_size=(3, 32, 32), num_params=1_148_874, source="conv-BN-ReLU stages with global average pooling")
-def cnn_bn_cifar(**overrides: Any) -> CNN:
+@register_model(
+    CNN, input_size=(3, 32, 32), num_params=1_148_874, source="conv-BN-ReLU stages with global average pooling"
+)
+def cnn_bn_cifar() -> dict[str, Any]:
     """Three stages (64, 128, 256) of two conv-BN-ReLU blocks each, for 3x32x32 images."""
-    preset = dict(in_channels=3, img_size=32, channels=(64, 128, 256), blocks_per_stage=2, dropout=0.1)
-    return _create_cnn(**dict(preset, **overrides))
+    return dict(in_channels=3, img_size=32, channels=(64, 128, 256), blocks_per_stage=2, dropout=0.1)
 
 
-@register_model(input_size=(1, 8, 8), num_params=65_834, source="small conv-BN net for the embedded 8x8 digits")
-def cnn_digits(**overrides: Any) -> CNN:
+@register_model(CNN, input_size=(1, 8, 8), num_params=65_834, source="small conv-BN net for the embedded 8x8 digits")
+def cnn_digits() -> dict[str, Any]:
     """Two conv-BN-ReLU stages (32, 64) for 1x8x8 images (scikit-learn digits)."""
-    preset = dict(in_channels=1, img_size=8, channels=(32, 64), blocks_per_stage=2)
-    return _create_cnn(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=8, channels=(32, 64), blocks_per_stage=2)

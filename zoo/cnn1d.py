@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import Conv1dStack, InitScheme, init_weights
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 
@@ -74,12 +74,9 @@ class SequenceCNN(ImageClassifier):
         return self.dropout(torch.cat([h.mean(-1), h.amax(-1)], dim=1))  # (B, 2 * channels[-1])
 
 
-def _create_sequence_cnn(**kwargs: Any) -> SequenceCNN:
-    return SequenceCNN(**kwargs)
-
-
-@register_model(input_size=(1, 28, 28), num_params=135_050, source="1-d CNN over the rows of sequential MNIST")
-def seqcnn_mnist(**overrides: Any) -> SequenceCNN:
+@register_model(
+    SequenceCNN, input_size=(1, 28, 28), num_params=135_050, source="1-d CNN over the rows of sequential MNIST"
+)
+def seqcnn_mnist() -> dict[str, Any]:
     """Three conv1d layers (64, 128, 128; kernel 5; strides 1, 2, 2) over the 28 rows of a 28x28 image."""
-    preset = dict(in_channels=1, img_size=28, channels=(64, 128, 128), kernel_size=5, strides=(1, 2, 2))
-    return _create_sequence_cnn(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, channels=(64, 128, 128), kernel_size=5, strides=(1, 2, 2))

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import ConvNormAct, DilatedConvStack, UpsampleBlock, conv_stages
+from zoo.registry import register_model
 from zoo.tasks import Denoiser
 
 
@@ -116,30 +116,23 @@ class UNetDenoiser(Denoiser):
         return x + self.out(h)
 
 
-def _create_dncnn(**kwargs: Any) -> DnCNN:
-    return DnCNN(**kwargs)
-
-
-def _create_unet_denoiser(**kwargs: Any) -> UNetDenoiser:
-    return UNetDenoiser(**kwargs)
-
-
-@register_model(input_size=(1, 28, 28), num_params=556_097, source="DnCNN-S, Zhang et al. 2017", task="denoising")
-def dncnn_s(**overrides: Any) -> DnCNN:
+@register_model(
+    DnCNN, input_size=(1, 28, 28), num_params=556_097, source="DnCNN-S, Zhang et al. 2017", task="denoising"
+)
+def dncnn_s() -> dict[str, Any]:
     """DnCNN-S: 17 layers of 64 channels for grayscale images."""
-    preset = dict(in_channels=1, img_size=28, width=64, dilations=(1,) * 15)
-    return _create_dncnn(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, width=64, dilations=(1,) * 15)
 
 
-@register_model(input_size=(1, 28, 28), num_params=186_177, source="IRCNN, Zhang et al. 2017", task="denoising")
-def ircnn(**overrides: Any) -> DnCNN:
+@register_model(DnCNN, input_size=(1, 28, 28), num_params=186_177, source="IRCNN, Zhang et al. 2017", task="denoising")
+def ircnn() -> dict[str, Any]:
     """IRCNN: seven layers with dilations 1-2-3-4-3-2-1 (a 33x33 window) for grayscale images."""
-    preset = dict(in_channels=1, img_size=28, width=64, dilations=(2, 3, 4, 3, 2))
-    return _create_dncnn(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, width=64, dilations=(2, 3, 4, 3, 2))
 
 
-@register_model(input_size=(1, 28, 28), num_params=420_417, source="U-Net, Ronneberger et al. 2015", task="denoising")
-def unet_denoiser_small(**overrides: Any) -> UNetDenoiser:
+@register_model(
+    UNetDenoiser, input_size=(1, 28, 28), num_params=420_417, source="U-Net, Ronneberger et al. 2015", task="denoising"
+)
+def unet_denoiser_small() -> dict[str, Any]:
     """Three levels (32, 64, 128) for grayscale images whose sides are divisible by 4."""
-    preset = dict(in_channels=1, img_size=28, widths=(32, 64, 128), blocks_per_level=2)
-    return _create_unet_denoiser(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, widths=(32, 64, 128), blocks_per_level=2)

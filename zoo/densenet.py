@@ -20,8 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import InitScheme, get_act_layer, get_norm_layer, init_weights
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 NormLayer = Callable[[int], nn.Module]
@@ -151,23 +151,25 @@ class DenseNet(ImageClassifier):
         return self.pool(self.final(x))  # (B, num_features)
 
 
-def _create_densenet(**kwargs: Any) -> DenseNet:
-    return DenseNet(**kwargs)
-
-
 @register_model(
-    input_size=(3, 224, 224), num_params=7_978_856, source="torchvision.models.densenet121", tags=("imagenet",)
+    DenseNet,
+    input_size=(3, 224, 224),
+    num_params=7_978_856,
+    source="torchvision.models.densenet121",
+    tags=("imagenet",),
 )
-def densenet121(**overrides: Any) -> DenseNet:
+def densenet121() -> dict[str, Any]:
     """DenseNet-121: growth rate 32, blocks (6, 12, 24, 16), ImageNet stem, 1000 classes."""
-    preset = dict(growth_rate=32, block_config=(6, 12, 24, 16), stem_width=64)
-    return _create_densenet(**dict(preset, **overrides))
+    return dict(growth_rate=32, block_config=(6, 12, 24, 16), stem_width=64)
 
 
 @register_model(
-    input_size=(3, 32, 32), num_params=176_122, source="DenseNet-BC (L=40, k=12), Huang et al. 2017", tags=("cifar",)
+    DenseNet,
+    input_size=(3, 32, 32),
+    num_params=176_122,
+    source="DenseNet-BC (L=40, k=12), Huang et al. 2017",
+    tags=("cifar",),
 )
-def densenet_bc40_cifar(**overrides: Any) -> DenseNet:
+def densenet_bc40_cifar() -> dict[str, Any]:
     """DenseNet-BC, depth 40 (three blocks of 6 layers), growth rate 12, for 3x32x32 images, 10 classes."""
-    preset = dict(num_classes=10, img_size=32, growth_rate=12, block_config=(6, 6, 6), stem_width=24, stem="cifar")
-    return _create_densenet(**dict(preset, **overrides))
+    return dict(num_classes=10, img_size=32, growth_rate=12, block_config=(6, 6, 6), stem_width=24, stem="cifar")

@@ -24,8 +24,8 @@ from timm.layers import DropPath, make_divisible
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from zoo._registry import register_model
 from zoo.layers import ConvNormAct, InitScheme, get_act_layer, init_weights
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 #: EfficientNet-B0 stages (Table 1 of the paper): (expand_ratio, kernel_size, out_channels, num_blocks).
@@ -183,21 +183,21 @@ def from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return converted
 
 
-def _create_efficientnet(**kwargs: Any) -> EfficientNet:
-    return EfficientNet(**kwargs)
+@register_model(
+    EfficientNet,
+    input_size=(3, 224, 224),
+    num_params=5_288_548,
+    source="torchvision.models.efficientnet_b0",
+    tags=("imagenet",),
+)
+def efficientnet_b0() -> dict[str, Any]:
+    """EfficientNet-B0 for 224x224 images, 1000 classes."""
+    return dict(width_mult=1.0, depth_mult=1.0)
 
 
 @register_model(
-    input_size=(3, 224, 224), num_params=5_288_548, source="torchvision.models.efficientnet_b0", tags=("imagenet",)
+    EfficientNet, input_size=(3, 32, 32), num_params=4_020_358, source="EfficientNet-B0, CIFAR strides", tags=("cifar",)
 )
-def efficientnet_b0(**overrides: Any) -> EfficientNet:
-    """EfficientNet-B0 for 224x224 images, 1000 classes."""
-    preset = dict(width_mult=1.0, depth_mult=1.0)
-    return _create_efficientnet(**dict(preset, **overrides))
-
-
-@register_model(input_size=(3, 32, 32), num_params=4_020_358, source="EfficientNet-B0, CIFAR strides", tags=("cifar",))
-def efficientnet_b0_cifar(**overrides: Any) -> EfficientNet:
+def efficientnet_b0_cifar() -> dict[str, Any]:
     """EfficientNet-B0 with a stride-1 stem and second stage (overall stride 8) for 3x32x32 images, 10 classes."""
-    preset = dict(num_classes=10, img_size=32, stem_stride=1, stage_strides=(1, 1, 2, 2, 1, 2, 1))
-    return _create_efficientnet(**dict(preset, **overrides))
+    return dict(num_classes=10, img_size=32, stem_stride=1, stage_strides=(1, 1, 2, 2, 1, 2, 1))

@@ -22,7 +22,6 @@ model (seq2seq: ``src, src_lengths, tgt_in``) stores a JSON list of shapes and a
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -379,10 +378,17 @@ def _load_pt2(path: Path, extra_files: dict[str, Any] | None = None) -> torch.ex
 
 
 def _require(name: str) -> Any:
+    """The ONNX package ``name`` (``onnx``, ``onnxscript`` or ``onnxruntime``), or an ImportError naming the extra."""
     try:
-        return importlib.import_module(name)
+        if name == "onnx":
+            import onnx as module
+        elif name == "onnxscript":
+            import onnxscript as module
+        else:
+            import onnxruntime as module
     except ImportError as error:
         raise ImportError(f"{name} is needed to export and check ONNX files: {INSTALL_HINT}") from error
+    return module
 
 
 class _eval:

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo._registry import InputSpec, register_model
 from zoo.layers.attention import PositionName, build_position_encoding
+from zoo.registry import InputSpec, register_model
 from zoo.rnn import RNNEncoder
 from zoo.tasks.forecasting import MIN_SCALE, DistributionName, Forecaster
 from zoo.transformer import TransformerEncoder
@@ -371,63 +371,74 @@ class TransformerForecaster(Forecaster):
 # --- presets --------------------------------------------------------------------------------------------------
 
 
-def _create_forecaster(cls: type[Forecaster], **kwargs: Any) -> Forecaster:
-    return cls(**kwargs)
-
-
 #: Preset sizes: 32 steps of one series -> 8 steps (the sunspots recipe's window); the CLI links the data's own.
 _WINDOW = dict(input_size=32, horizon=8, in_features=1, out_features=1)
 _SERIES = InputSpec((32, 1), kind="series")
 
 
-@register_model(input_size=_SERIES, num_params=8, source="naive forecast (last value)", task="forecasting")
-def naive_forecast(**overrides: Any) -> NaiveForecaster:
+@register_model(
+    NaiveForecaster, input_size=_SERIES, num_params=8, source="naive forecast (last value)", task="forecasting"
+)
+def naive_forecast() -> dict[str, Any]:
     """The last value over the horizon, with a learned standard deviation per step."""
-    return _create_forecaster(NaiveForecaster, **dict(_WINDOW, **overrides))
+    return dict(_WINDOW)
 
 
-@register_model(input_size=_SERIES, num_params=8, source="seasonal naive forecast", task="forecasting")
-def seasonal_naive_forecast(**overrides: Any) -> SeasonalNaiveForecaster:
+@register_model(
+    SeasonalNaiveForecaster, input_size=_SERIES, num_params=8, source="seasonal naive forecast", task="forecasting"
+)
+def seasonal_naive_forecast() -> dict[str, Any]:
     """The value one season (12 steps unless linked from the data) earlier, with a learned standard deviation."""
-    preset = dict(_WINDOW, season_length=12)
-    return _create_forecaster(SeasonalNaiveForecaster, **dict(preset, **overrides))
+    return dict(_WINDOW, season_length=12)
 
 
-@register_model(input_size=_SERIES, num_params=8, source="window mean forecast", task="forecasting")
-def window_mean_forecast(**overrides: Any) -> WindowMeanForecaster:
+@register_model(
+    WindowMeanForecaster, input_size=_SERIES, num_params=8, source="window mean forecast", task="forecasting"
+)
+def window_mean_forecast() -> dict[str, Any]:
     """The mean of the context window over the horizon, with a learned standard deviation."""
-    return _create_forecaster(WindowMeanForecaster, **dict(_WINDOW, **overrides))
+    return dict(_WINDOW)
 
 
 @register_model(
-    input_size=_SERIES, num_params=55_560, source="stacked LSTM with attention (Luong et al., 2015)", task="forecasting"
+    LSTMForecaster,
+    input_size=_SERIES,
+    num_params=55_560,
+    source="stacked LSTM with attention (Luong et al., 2015)",
+    task="forecasting",
 )
-def lstm_attn_forecast(**overrides: Any) -> LSTMForecaster:
+def lstm_attn_forecast() -> dict[str, Any]:
     """Two LSTM layers of 64, attention over the states, a linear head for the horizon."""
-    preset = dict(_WINDOW, hidden_size=64, num_layers=2, attention=True)
-    return _create_forecaster(LSTMForecaster, **dict(preset, **overrides))
+    return dict(_WINDOW, hidden_size=64, num_layers=2, attention=True)
 
 
-@register_model(input_size=_SERIES, num_params=22_184, source="TCN (Bai et al., 2018)", task="forecasting")
-def tcn_forecast(**overrides: Any) -> TCNForecaster:
+@register_model(
+    TCNForecaster, input_size=_SERIES, num_params=22_184, source="TCN (Bai et al., 2018)", task="forecasting"
+)
+def tcn_forecast() -> dict[str, Any]:
     """Four residual blocks of 32 channels, dilations 1, 2, 4, 8 (receptive field 61 steps)."""
-    preset = dict(_WINDOW, channels=32, dilations=(1, 2, 4, 8), kernel_size=3)
-    return _create_forecaster(TCNForecaster, **dict(preset, **overrides))
+    return dict(_WINDOW, channels=32, dilations=(1, 2, 4, 8), kernel_size=3)
 
 
 @register_model(
-    input_size=_SERIES, num_params=77_688, source="N-BEATS generic (Oreshkin et al., 2020)", task="forecasting"
+    MLPForecaster,
+    input_size=_SERIES,
+    num_params=77_688,
+    source="N-BEATS generic (Oreshkin et al., 2020)",
+    task="forecasting",
 )
-def nbeats_forecast(**overrides: Any) -> MLPForecaster:
+def nbeats_forecast() -> dict[str, Any]:
     """Three N-BEATS blocks of two 128-wide layers over the flattened window."""
-    preset = dict(_WINDOW, hidden_size=128, num_layers=2, num_blocks=3)
-    return _create_forecaster(MLPForecaster, **dict(preset, **overrides))
+    return dict(_WINDOW, hidden_size=128, num_layers=2, num_blocks=3)
 
 
 @register_model(
-    input_size=_SERIES, num_params=25_416, source="encoder-only Transformer (Vaswani et al., 2017)", task="forecasting"
+    TransformerForecaster,
+    input_size=_SERIES,
+    num_params=25_416,
+    source="encoder-only Transformer (Vaswani et al., 2017)",
+    task="forecasting",
 )
-def transformer_forecast(**overrides: Any) -> TransformerForecaster:
+def transformer_forecast() -> dict[str, Any]:
     """Two pre-norm encoder blocks of width 32 (4 heads) over the 32 steps, a flatten head for the horizon."""
-    preset = dict(_WINDOW, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0)
-    return _create_forecaster(TransformerForecaster, **dict(preset, **overrides))
+    return dict(_WINDOW, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0)

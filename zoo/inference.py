@@ -18,7 +18,6 @@ only), an ONNX file through onnxruntime; no pickle is ever read.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import json
 import os
@@ -29,7 +28,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from zoo._checkpoint import verify_checkpoint
+from zoo.checkpoint import import_class, read_checkpoint
 
 #: The ONNX ``metadata_props`` a predictor reads (string values; JSON where marked). ``zoo.preprocess`` is
 #: :meth:`Preprocessing.to_dict` as JSON.
@@ -113,11 +112,9 @@ def datamodule_preprocessing(data_hparams: dict[str, Any] | None) -> dict[str, A
     files are still there.
     """
     class_path = (data_hparams or {}).get("_class_path") or ""
-    module, _, name = class_path.rpartition(".")
-    if module != "datamodules" and not module.startswith("datamodules."):
-        return {}
-    cls = getattr(importlib.import_module(module), name, None)
-    if not isinstance(cls, type):
+    try:
+        cls = import_class(class_path, trusted=("datamodules",))
+    except ValueError:
         return {}
     found: dict[str, Any] = {}
     for key in ("mean", "std", "img_size", "in_channels", "classes"):
@@ -143,8 +140,7 @@ def checkpoint_preprocessing(path: str | os.PathLike[str], model: torch.nn.Modul
     The model's own sizes (``in_channels``, ``img_size``, ``vocab``) win over the data's, since they are what the
     network reads. A checkpoint written outside the recipes (no datamodule hyperparameters) gets no normalization.
     """
-    verify_checkpoint(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(path)
     found = datamodule_preprocessing(checkpoint.get("datamodule_hyper_parameters"))
     hparams = checkpoint.get("hyper_parameters") or {}
     for key in ("in_channels", "img_size", "vocab"):
@@ -278,7 +274,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> Predictor:
         """A predictor over the zoo model of a checkpoint (read safely by :func:`zoo.load_from_checkpoint`)."""
-        from zoo._checkpoint import load_from_checkpoint
+        from zoo.checkpoint import load_from_checkpoint
 
         model = load_from_checkpoint(path)
         predictor = cls.from_model(model, checkpoint_preprocessing(path, model), str(path))

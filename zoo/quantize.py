@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from zoo.checkpoint import load_file
 from zoo.export import example_inputs
 
 Method = Literal["auto", "dynamic", "weight_only", "static"]
@@ -222,10 +223,7 @@ def load_quantized(path: str | os.PathLike[str], float_model: nn.Module | None =
     if float_model is None:
         raise ValueError(f"{path} is a state dict: pass the float model of its architecture as float_model")
     _torchao()  # registers its tensor subclasses as safe globals for weights_only loading
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable quantized state dict ({type(error).__name__}: {error})") from error
+    saved = load_file(path, "quantized state dict")
     if not isinstance(saved, dict) or saved.get("method") not in ("dynamic", "weight_only"):
         raise ValueError(f"{path} holds no state dict written by zoo.quantize.save_quantized")
     model = quantize_linear(float_model, weight_only=saved["method"] == "weight_only")

@@ -28,8 +28,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import InitScheme, get_act_layer, get_norm_layer, init_weights, inplace_activation
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 BlockName = Literal["basic", "bottleneck", "preact_basic", "preact_bottleneck"]
@@ -275,72 +275,65 @@ def from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return converted
 
 
-def _create_resnet(**kwargs: Any) -> ResNet:
-    return ResNet(**kwargs)
-
-
 _TV = "torchvision.models.resnet (He et al., 2016)"
 _PREACT = "pre-activation ResNet (He et al., 2016, Identity Mappings)"
 
 
-@register_model(input_size=(3, 224, 224), num_params=11_689_512, source=_TV, tags=("imagenet",))
-def resnet18(**overrides: Any) -> ResNet:
+@register_model(ResNet, input_size=(3, 224, 224), num_params=11_689_512, source=_TV, tags=("imagenet",))
+def resnet18() -> dict[str, Any]:
     """ResNet-18: basic blocks (2, 2, 2, 2), ImageNet stem, 1000 classes."""
-    preset = dict(block="basic", layers=(2, 2, 2, 2))
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(block="basic", layers=(2, 2, 2, 2))
 
 
-@register_model(input_size=(3, 224, 224), num_params=21_797_672, source=_TV, tags=("imagenet",))
-def resnet34(**overrides: Any) -> ResNet:
+@register_model(ResNet, input_size=(3, 224, 224), num_params=21_797_672, source=_TV, tags=("imagenet",))
+def resnet34() -> dict[str, Any]:
     """ResNet-34: basic blocks (3, 4, 6, 3), ImageNet stem, 1000 classes."""
-    preset = dict(block="basic", layers=(3, 4, 6, 3))
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(block="basic", layers=(3, 4, 6, 3))
 
 
-@register_model(input_size=(3, 224, 224), num_params=25_557_032, source=_TV, tags=("imagenet",))
-def resnet50(**overrides: Any) -> ResNet:
+@register_model(ResNet, input_size=(3, 224, 224), num_params=25_557_032, source=_TV, tags=("imagenet",))
+def resnet50() -> dict[str, Any]:
     """ResNet-50: bottleneck blocks (3, 4, 6, 3), ImageNet stem, 1000 classes."""
-    preset = dict(block="bottleneck", layers=(3, 4, 6, 3))
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(block="bottleneck", layers=(3, 4, 6, 3))
 
 
-@register_model(input_size=(3, 224, 224), num_params=44_549_160, source=_TV, tags=("imagenet",))
-def resnet101(**overrides: Any) -> ResNet:
+@register_model(ResNet, input_size=(3, 224, 224), num_params=44_549_160, source=_TV, tags=("imagenet",))
+def resnet101() -> dict[str, Any]:
     """ResNet-101: bottleneck blocks (3, 4, 23, 3), ImageNet stem, 1000 classes."""
-    preset = dict(block="bottleneck", layers=(3, 4, 23, 3))
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(block="bottleneck", layers=(3, 4, 23, 3))
 
 
-@register_model(input_size=(3, 224, 224), num_params=11_687_720, source=_PREACT, tags=("imagenet",))
-def preactresnet18(**overrides: Any) -> ResNet:
+@register_model(ResNet, input_size=(3, 224, 224), num_params=11_687_720, source=_PREACT, tags=("imagenet",))
+def preactresnet18() -> dict[str, Any]:
     """Pre-activation ResNet-18: pre-activation basic blocks (2, 2, 2, 2), ImageNet stem, 1000 classes."""
-    preset = dict(block="preact_basic", layers=(2, 2, 2, 2))
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(block="preact_basic", layers=(2, 2, 2, 2))
 
 
-@register_model(input_size=(3, 224, 224), num_params=21_795_880, source=_PREACT, tags=("imagenet",))
-def preactresnet34(**overrides: Any) -> ResNet:
+@register_model(ResNet, input_size=(3, 224, 224), num_params=21_795_880, source=_PREACT, tags=("imagenet",))
+def preactresnet34() -> dict[str, Any]:
     """Pre-activation ResNet-34: pre-activation basic blocks (3, 4, 6, 3), ImageNet stem, 1000 classes."""
-    preset = dict(block="preact_basic", layers=(3, 4, 6, 3))
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(block="preact_basic", layers=(3, 4, 6, 3))
 
 
 @register_model(
-    input_size=(3, 32, 32), num_params=11_173_962, source="CIFAR ResNet-18 (kuangliu/pytorch-cifar)", tags=("cifar",)
+    ResNet,
+    input_size=(3, 32, 32),
+    num_params=11_173_962,
+    source="CIFAR ResNet-18 (kuangliu/pytorch-cifar)",
+    tags=("cifar",),
 )
-def resnet18_cifar(**overrides: Any) -> ResNet:
+def resnet18_cifar() -> dict[str, Any]:
     """ResNet-18 with the 3x3/1 CIFAR stem for 3x32x32 images, 10 classes."""
-    preset = dict(num_classes=10, img_size=32, block="basic", layers=(2, 2, 2, 2), stem="cifar")
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(num_classes=10, img_size=32, block="basic", layers=(2, 2, 2, 2), stem="cifar")
 
 
 @register_model(
+    ResNet,
     input_size=(3, 32, 32),
     num_params=11_172_170,
     source=_PREACT,
     tags=("cifar",),
 )
-def preactresnet18_cifar(**overrides: Any) -> ResNet:
+def preactresnet18_cifar() -> dict[str, Any]:
     """Pre-activation ResNet-18 with the 3x3/1 CIFAR stem for 3x32x32 images, 10 classes."""
-    preset = dict(num_classes=10, img_size=32, block="preact_basic", layers=(2, 2, 2, 2), stem="cifar")
-    return _create_resnet(**dict(preset, **overrides))
+    return dict(num_classes=10, img_size=32, block="preact_basic", layers=(2, 2, 2, 2), stem="cifar")

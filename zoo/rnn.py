@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from zoo._registry import InputSpec, register_model
 from zoo.layers import PoolingName, SequencePooling
+from zoo.registry import InputSpec, register_model
 from zoo.tasks import SequenceClassifier, SequenceTagger
 
 CellName = Literal["rnn", "lstm", "gru"]
@@ -223,85 +223,81 @@ class RNNTagger(SequenceTagger):
         return self.dropout(self.encoder(x, given)[0])  # no lengths: no data-dependent packing test (exportable)
 
 
-def _create_rnn_classifier(**kwargs: Any) -> RNNClassifier:
-    return RNNClassifier(**kwargs)
-
-
-def _create_rnn_tagger(**kwargs: Any) -> RNNTagger:
-    return RNNTagger(**kwargs)
-
-
 _SMNIST = InputSpec((28, 28), kind="series")
 
 
 @register_model(
-    input_size=_SMNIST, num_params=214_282, source="LSTM on sequential MNIST rows", task="sequence_classification"
+    RNNClassifier,
+    input_size=_SMNIST,
+    num_params=214_282,
+    source="LSTM on sequential MNIST rows",
+    task="sequence_classification",
 )
-def lstm_smnist(**overrides: Any) -> RNNClassifier:
+def lstm_smnist() -> dict[str, Any]:
     """Two LSTM layers of 128 over the 28 rows of an MNIST image (28 features a step)."""
-    preset = dict(num_classes=10, in_features=28, max_length=28, cell="lstm", hidden_size=128, num_layers=2)
-    return _create_rnn_classifier(**dict(preset, **overrides))
+    return dict(num_classes=10, in_features=28, max_length=28, cell="lstm", hidden_size=128, num_layers=2)
 
 
 @register_model(
+    RNNClassifier,
     input_size=InputSpec((8, 8), kind="series"),
     num_params=19_594,
     source="LSTM on the rows of 8x8 digits",
     task="sequence_classification",
 )
-def lstm_digits(**overrides: Any) -> RNNClassifier:
+def lstm_digits() -> dict[str, Any]:
     """One LSTM layer of 64 over the 8 rows of scikit-learn's 8x8 digits."""
-    preset = dict(num_classes=10, in_features=8, max_length=8, cell="lstm", hidden_size=64)
-    return _create_rnn_classifier(**dict(preset, **overrides))
+    return dict(num_classes=10, in_features=8, max_length=8, cell="lstm", hidden_size=64)
 
 
 @register_model(
+    RNNClassifier,
     input_size=InputSpec((64,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=2),
     num_params=15_906,
     source="GRU on variable-length bit strings (parity)",
     task="sequence_classification",
 )
-def gru_parity(**overrides: Any) -> RNNClassifier:
+def gru_parity() -> dict[str, Any]:
     """One GRU layer of 64 over bits (embedded in 16 dims), up to 64 steps, final-state pooling."""
-    preset = dict(num_classes=2, vocab_size=2, max_length=64, cell="gru", embed_dim=16, hidden_size=64)
-    return _create_rnn_classifier(**dict(preset, **overrides))
+    return dict(num_classes=2, vocab_size=2, max_length=64, cell="gru", embed_dim=16, hidden_size=64)
 
 
 @register_model(
+    RNNTagger,
     input_size=InputSpec((64,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=16),
     num_params=51_075,
     source="bidirectional LSTM tagger (Graves & Schmidhuber, 2005)",
     task="sequence_tagging",
 )
-def bilstm_tagger(**overrides: Any) -> RNNTagger:
+def bilstm_tagger() -> dict[str, Any]:
     """A bidirectional LSTM layer of 64 per direction over tokens of a 16-id vocabulary, a tag per step."""
-    preset = dict(num_classes=3, vocab_size=16, max_length=64, cell="lstm", hidden_size=64, bidirectional=True)
-    return _create_rnn_tagger(**dict(preset, **overrides))
+    return dict(num_classes=3, vocab_size=16, max_length=64, cell="lstm", hidden_size=64, bidirectional=True)
 
 
 @register_model(
+    RNNClassifier,
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=8),
     num_params=1_573,
     source="tiny tanh RNN (Elman, 1990) for fast tests",
     task="sequence_classification",
 )
-def rnn_tanh_test(**overrides: Any) -> RNNClassifier:
+def rnn_tanh_test() -> dict[str, Any]:
     """A tanh RNN of 32 units with attention pooling over tokens of an 8-id vocabulary."""
-    preset = dict(
+    return dict(
         num_classes=4, vocab_size=8, max_length=16, cell="rnn", embed_dim=8, hidden_size=32, pooling="attention"
     )
-    return _create_rnn_classifier(**dict(preset, **overrides))
 
 
 @register_model(
+    RNNTagger,
     input_size=InputSpec((16, 4), kind="series", variable_length=True),
     num_params=2_722,
     source="tiny two-layer GRU tagger for fast tests",
     task="sequence_tagging",
 )
-def gru_tagger_test(**overrides: Any) -> RNNTagger:
+def gru_tagger_test() -> dict[str, Any]:
     """Two GRU layers of 16 over 4 features a step, a tag per step."""
-    preset = dict(
+    return dict(
         num_classes=2,
         vocab_size=0,
         in_features=4,
@@ -311,4 +307,3 @@ def gru_tagger_test(**overrides: Any) -> RNNTagger:
         num_layers=2,
         bidirectional=False,
     )
-    return _create_rnn_tagger(**dict(preset, **overrides))

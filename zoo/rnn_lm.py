@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._registry import InputSpec, register_model
+from zoo.registry import InputSpec, register_model
 from zoo.rnn import RNNEncoder
 from zoo.tasks.language_model import LanguageModel
 
@@ -75,29 +75,25 @@ class LSTMLanguageModel(LanguageModel):
         return logits[:, -1], carried
 
 
-def _create_lstm_lm(**kwargs: Any) -> LSTMLanguageModel:
-    return LSTMLanguageModel(**kwargs)
-
-
 @register_model(
+    LSTMLanguageModel,
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, vocab_size=16),
     num_params=7_184,
     source="tiny LSTM language model for fast tests",
     task="language_modeling",
 )
-def lstm_lm_test(**overrides: Any) -> LSTMLanguageModel:
+def lstm_lm_test() -> dict[str, Any]:
     """One LSTM layer of 32 over 16 ids, windows of 16."""
-    preset = dict(vocab_size=16, block_size=16, embed_dim=16, hidden_size=32, num_layers=1)
-    return _create_lstm_lm(**dict(preset, **overrides))
+    return dict(vocab_size=16, block_size=16, embed_dim=16, hidden_size=32, num_layers=1)
 
 
 @register_model(
+    LSTMLanguageModel,
     input_size=InputSpec((64,), kind="tokens", dtype=torch.long, vocab_size=65),
     num_params=876_929,
     source="char-rnn LSTM (Graves, 2013; Karpathy, 2015) at Tiny Shakespeare size",
     task="language_modeling",
 )
-def lstm_shakespeare_char(**overrides: Any) -> LSTMLanguageModel:
+def lstm_shakespeare_char() -> dict[str, Any]:
     """Two LSTM layers of 256 over Tiny Shakespeare's 65 characters, windows of 64."""
-    preset = dict(vocab_size=65, block_size=64, embed_dim=64, hidden_size=256, num_layers=2)
-    return _create_lstm_lm(**dict(preset, **overrides))
+    return dict(vocab_size=65, block_size=64, embed_dim=64, hidden_size=256, num_layers=2)

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._registry import InputSpec, register_model
 from zoo.layers.sequence import lengths_to_mask
+from zoo.registry import InputSpec, register_model
 from zoo.rnn import RNNEncoder
 from zoo.tasks.seq2seq import Memory, Seq2SeqTask
 
@@ -108,29 +108,25 @@ class LSTMSeq2Seq(Seq2SeqTask):
         return maps
 
 
-def _create_lstm_seq2seq(**kwargs: Any) -> LSTMSeq2Seq:
-    return LSTMSeq2Seq(**kwargs)
-
-
 @register_model(
+    LSTMSeq2Seq,
     input_size=InputSpec((8,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=13),
     num_params=9_805,
     source="tiny attentional LSTM encoder-decoder for fast tests",
     task="seq2seq",
 )
-def lstm_seq2seq_test(**overrides: Any) -> LSTMSeq2Seq:
+def lstm_seq2seq_test() -> dict[str, Any]:
     """A bidirectional LSTM encoder of 16 per direction, a decoder of 16, over digit strings of up to 8."""
-    preset = dict(vocab="0123456789", max_length=8, embed_dim=16, hidden_size=16)
-    return _create_lstm_seq2seq(**dict(preset, **overrides))
+    return dict(vocab="0123456789", max_length=8, embed_dim=16, hidden_size=16)
 
 
 @register_model(
+    LSTMSeq2Seq,
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=13),
     num_params=431_405,
     source="attentional LSTM encoder-decoder (Luong et al., 2015) on digit strings",
     task="seq2seq",
 )
-def lstm_seq2seq_attn(**overrides: Any) -> LSTMSeq2Seq:
+def lstm_seq2seq_attn() -> dict[str, Any]:
     """A bidirectional LSTM encoder of 128 per direction, an attentional decoder of 128, digit strings up to 16."""
-    preset = dict(vocab="0123456789", max_length=16, embed_dim=32, hidden_size=128)
-    return _create_lstm_seq2seq(**dict(preset, **overrides))
+    return dict(vocab="0123456789", max_length=16, embed_dim=32, hidden_size=128)

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._registry import InputSpec, register_model
 from zoo.layers.attention import DecoderBlock, EncoderBlock, KVCache, PositionName, build_position_encoding
 from zoo.layers.sequence import PoolingName, SequencePooling, lengths_to_mask
+from zoo.registry import InputSpec, register_model
 from zoo.tasks.language_model import LanguageModel
 from zoo.tasks.seq2seq import Memory, Seq2SeqTask
 from zoo.tasks.sequence import SequenceClassifier
@@ -367,89 +367,77 @@ class Seq2SeqTransformer(Seq2SeqTask):
         return maps
 
 
-def _create_transformer_classifier(**kwargs: Any) -> TransformerClassifier:
-    return TransformerClassifier(**kwargs)
-
-
-def _create_gpt(**kwargs: Any) -> GPT:
-    return GPT(**kwargs)
-
-
-def _create_seq2seq_transformer(**kwargs: Any) -> Seq2SeqTransformer:
-    return Seq2SeqTransformer(**kwargs)
-
-
 @register_model(
+    TransformerClassifier,
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=8),
     num_params=3_508,
     source="tiny Transformer encoder classifier (Vaswani et al., 2017) for fast tests",
     task="sequence_classification",
 )
-def transformer_cls_test(**overrides: Any) -> TransformerClassifier:
+def transformer_cls_test() -> dict[str, Any]:
     """One pre-norm block of width 16 (2 heads) over an 8-id vocabulary, mean pooling."""
-    preset = dict(num_classes=4, vocab_size=8, max_length=16, embed_dim=16, depth=1, num_heads=2, dropout=0.0)
-    return _create_transformer_classifier(**dict(preset, **overrides))
+    return dict(num_classes=4, vocab_size=8, max_length=16, embed_dim=16, depth=1, num_heads=2, dropout=0.0)
 
 
 @register_model(
+    TransformerClassifier,
     input_size=InputSpec((8, 8), kind="series"),
     num_params=101_322,
     source="Transformer encoder classifier (Vaswani et al., 2017) on the rows of 8x8 digits",
     task="sequence_classification",
 )
-def transformer_digits(**overrides: Any) -> TransformerClassifier:
+def transformer_digits() -> dict[str, Any]:
     """Two pre-norm blocks of width 64 (4 heads) over the 8 rows (8 features each) of 8x8 digits, mean pooling."""
-    preset = dict(num_classes=10, in_features=8, max_length=8, embed_dim=64, depth=2, num_heads=4, dropout=0.1)
-    return _create_transformer_classifier(**dict(preset, **overrides))
+    return dict(num_classes=10, in_features=8, max_length=8, embed_dim=64, depth=2, num_heads=4, dropout=0.1)
 
 
 @register_model(
+    GPT,
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, vocab_size=16),
     num_params=26_496,
     source="tiny GPT (nanoGPT layout) for fast tests",
     task="language_modeling",
 )
-def gpt_test(**overrides: Any) -> GPT:
+def gpt_test() -> dict[str, Any]:
     """Two causal blocks of width 32 (2 heads), context 16, over 16 ids."""
-    preset = dict(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
-    return _create_gpt(**dict(preset, **overrides))
+    return dict(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
 
 @register_model(
+    GPT,
     input_size=InputSpec((64,), kind="tokens", dtype=torch.long, vocab_size=65),
     num_params=809_856,
     source="GPT-2 layout at nanoGPT's CPU shakespeare_char size (Karpathy, nanoGPT)",
     task="language_modeling",
 )
-def gpt_shakespeare_char(**overrides: Any) -> GPT:
+def gpt_shakespeare_char() -> dict[str, Any]:
     """Four causal blocks of width 128 (4 heads), context 64, over Tiny Shakespeare's 65 characters."""
-    preset = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
-    return _create_gpt(**dict(preset, **overrides))
+    return dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
 
 
 @register_model(
+    Seq2SeqTransformer,
     input_size=InputSpec((8,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=13),
     num_params=30_240,
     source="tiny encoder-decoder Transformer (Vaswani et al., 2017) for fast tests",
     task="seq2seq",
 )
-def seq2seq_transformer_test(**overrides: Any) -> Seq2SeqTransformer:
+def seq2seq_transformer_test() -> dict[str, Any]:
     """One encoder and one decoder block of width 32 (2 heads) over digit strings of up to 8."""
-    preset = dict(
+    return dict(
         vocab="0123456789", max_length=8, embed_dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, dropout=0.0
     )
-    return _create_seq2seq_transformer(**dict(preset, **overrides))
 
 
 @register_model(
+    Seq2SeqTransformer,
     input_size=InputSpec((16,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=13),
     num_params=234_560,
     source="encoder-decoder Transformer (Vaswani et al., 2017), pre-norm, on digit strings",
     task="seq2seq",
 )
-def seq2seq_transformer_small(**overrides: Any) -> Seq2SeqTransformer:
+def seq2seq_transformer_small() -> dict[str, Any]:
     """Two encoder and two decoder blocks of width 64 (4 heads) over digit strings of up to 16."""
-    preset = dict(
+    return dict(
         vocab="0123456789", max_length=16, embed_dim=64, encoder_depth=2, decoder_depth=2, num_heads=4, dropout=0.0
     )
-    return _create_seq2seq_transformer(**dict(preset, **overrides))

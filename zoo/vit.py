@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, resample_abs_pos_embed
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import get_act_layer
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 
@@ -235,47 +235,46 @@ def from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state_dict)
 
 
-def _create_vit(**kwargs: Any) -> VisionTransformer:
-    return VisionTransformer(**kwargs)
-
-
 _TIMM = "timm.models.vision_transformer (Dosovitskiy et al., 2021)"
 
 
-@register_model(input_size=(3, 224, 224), num_params=5_717_416, source=_TIMM, tags=("imagenet",))
-def vit_tiny_patch16_224(**overrides: Any) -> VisionTransformer:
+@register_model(VisionTransformer, input_size=(3, 224, 224), num_params=5_717_416, source=_TIMM, tags=("imagenet",))
+def vit_tiny_patch16_224() -> dict[str, Any]:
     """ViT-Ti/16: width 192, 12 blocks, 3 heads, for 224x224 images, 1000 classes."""
-    preset = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create_vit(**dict(preset, **overrides))
+    return dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
 
 
-@register_model(input_size=(3, 224, 224), num_params=22_050_664, source=_TIMM, tags=("imagenet",))
-def vit_small_patch16_224(**overrides: Any) -> VisionTransformer:
+@register_model(VisionTransformer, input_size=(3, 224, 224), num_params=22_050_664, source=_TIMM, tags=("imagenet",))
+def vit_small_patch16_224() -> dict[str, Any]:
     """ViT-S/16: width 384, 12 blocks, 6 heads, for 224x224 images, 1000 classes."""
-    preset = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create_vit(**dict(preset, **overrides))
+    return dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
 
 
-@register_model(input_size=(3, 224, 224), num_params=86_567_656, source=_TIMM, tags=("imagenet",))
-def vit_base_patch16_224(**overrides: Any) -> VisionTransformer:
+@register_model(VisionTransformer, input_size=(3, 224, 224), num_params=86_567_656, source=_TIMM, tags=("imagenet",))
+def vit_base_patch16_224() -> dict[str, Any]:
     """ViT-B/16: width 768, 12 blocks, 12 heads, for 224x224 images, 1000 classes."""
-    preset = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    return _create_vit(**dict(preset, **overrides))
+    return dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
 
 
 @register_model(
-    input_size=(3, 32, 32), num_params=5_362_762, source="ViT-Ti on 4x4 patches of 32x32 images", tags=("cifar",)
+    VisionTransformer,
+    input_size=(3, 32, 32),
+    num_params=5_362_762,
+    source="ViT-Ti on 4x4 patches of 32x32 images",
+    tags=("cifar",),
 )
-def vit_tiny_patch4_32(**overrides: Any) -> VisionTransformer:
+def vit_tiny_patch4_32() -> dict[str, Any]:
     """ViT-Ti/4: width 192, 12 blocks, 3 heads, drop-path 0.1, for 3x32x32 images (64 patches), 10 classes."""
-    preset = dict(num_classes=10, img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, drop_path_rate=0.1)
-    return _create_vit(**dict(preset, **overrides))
+    return dict(num_classes=10, img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, drop_path_rate=0.1)
 
 
 @register_model(
-    input_size=(3, 32, 32), num_params=21_342_346, source="ViT-S on 4x4 patches of 32x32 images", tags=("cifar",)
+    VisionTransformer,
+    input_size=(3, 32, 32),
+    num_params=21_342_346,
+    source="ViT-S on 4x4 patches of 32x32 images",
+    tags=("cifar",),
 )
-def vit_small_patch4_32(**overrides: Any) -> VisionTransformer:
+def vit_small_patch4_32() -> dict[str, Any]:
     """ViT-S/4: width 384, 12 blocks, 6 heads, drop-path 0.1, for 3x32x32 images (64 patches), 10 classes."""
-    preset = dict(num_classes=10, img_size=32, patch_size=4, embed_dim=384, depth=12, num_heads=6, drop_path_rate=0.1)
-    return _create_vit(**dict(preset, **overrides))
+    return dict(num_classes=10, img_size=32, patch_size=4, embed_dim=384, depth=12, num_heads=6, drop_path_rate=0.1)

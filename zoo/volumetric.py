@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._registry import register_model
 from zoo.layers import InitScheme, conv_stages, init_weights
+from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
 
@@ -76,14 +76,9 @@ class CNN3D(ImageClassifier):
         return self.pool(x)  # (B, channels[-1])
 
 
-def _create_volumetric(**kwargs: Any) -> CNN3D:
-    return CNN3D(**kwargs)
-
-
 @register_model(
-    input_size=(1, 28, 28, 28), num_params=70_426, source="3-d conv-BN-ReLU stages with global average pooling"
+    CNN3D, input_size=(1, 28, 28, 28), num_params=70_426, source="3-d conv-BN-ReLU stages with global average pooling"
 )
-def volumetric_cnn_small(**overrides: Any) -> CNN3D:
+def volumetric_cnn_small() -> dict[str, Any]:
     """Three 3-d conv-BN-ReLU stages (16, 32, 64), one block each, for 1x28x28x28 volumes (MedMNIST 3-d size)."""
-    preset = dict(in_channels=1, img_size=28, volume_depth=28, channels=(16, 32, 64), blocks_per_stage=1)
-    return _create_volumetric(**dict(preset, **overrides))
+    return dict(in_channels=1, img_size=28, volume_depth=28, channels=(16, 32, 64), blocks_per_stage=1)

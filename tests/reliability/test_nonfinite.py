@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import QUIET
 
 from recipes import digits_cnn
 
 ROOT = Path(__file__).resolve().parents[2]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _finite(path: Path) -> bool:

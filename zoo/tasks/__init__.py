@@ -1,11 +1,12 @@
 """Task bases: how a model trains (loss, metrics, optimizer), separate from what it computes."""
 
-from zoo.tasks.base import TaskModule
-from zoo.tasks.classification import ClassificationTask, classification_metrics
+from zoo.tasks.base import Split, StepOutput, TaskModule
+from zoo.tasks.classification import ClassificationTask
 from zoo.tasks.denoising import Denoiser
 from zoo.tasks.forecasting import Forecaster
 from zoo.tasks.image_classification import ImageClassifier
 from zoo.tasks.language_model import LanguageModel
+from zoo.tasks.regression import Regressor
 from zoo.tasks.seq2seq import Seq2SeqTask
 from zoo.tasks.sequence import SequenceClassifier, SequenceTagger
 
@@ -15,9 +16,11 @@ __all__ = [
     "Forecaster",
     "ImageClassifier",
     "LanguageModel",
+    "Regressor",
     "Seq2SeqTask",
     "SequenceClassifier",
     "SequenceTagger",
+    "Split",
+    "StepOutput",
     "TaskModule",
-    "classification_metrics",
 ]

@@ -1,4 +1,4 @@
-"""Image-denoising task base: noise model, loss, PSNR per split and prediction for any image-to-image network.
+"""Image-denoising task base: the noise model, loss, PSNR and predictions of any image-to-image network.
 
 An architecture subclasses :class:`Denoiser` and implements ``forward(noisy) -> clean estimate`` on images in [0, 1]
 pixel units; how it trains is defined here once. Any image datamodule works: its ``(image, label)`` batches are taken
@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from zoo.tasks.base import TaskModule
+from zoo.tasks.base import Split, StepOutput, TaskModule
 from zoo.tasks.image_classification import _pair
 
 DenoiseLoss = Literal["mse", "l1"]
@@ -35,9 +35,9 @@ class Denoiser(TaskModule):
     Noise, loss and PSNR are in pixel units ([0, 1]). Training batches get Gaussian noise of std ``noise_std``
     (``blind=True``: a std drawn per image from ``[0, noise_std]``, so one model serves every level up to it).
     Validation and test noise is fixed by ``noise_seed`` and the batch index, so epochs and runs compare on the same
-    noisy images. Logs ``train/loss`` (per epoch; ``train/loss_step`` on logging steps), and per epoch
-    ``{val,test}/loss``, ``{val,test}/psnr`` (dB, of the output clipped to [0, 1]) and ``{val,test}/psnr_input``
-    (dB, of the noisy input: the baseline the model must beat).
+    noisy images. Logs ``{train,val,test}/loss`` per epoch (``train/loss_step`` on logging steps),
+    ``{val,test}/psnr`` (dB, of the output clipped to [0, 1]) and ``{val,test}/psnr_input`` (dB, of the noisy input:
+    the baseline the model must beat).
 
     Args:
         in_channels: channels of the images.
@@ -77,13 +77,18 @@ class Denoiser(TaskModule):
         # Buffers (not saved: the hyperparameters rebuild them) so they follow the module's device.
         self.register_buffer("mean", _per_channel(mean, 0.0, in_channels, "mean"), persistent=False)
         self.register_buffer("std", _per_channel(std, 1.0, in_channels, "std"), persistent=False)
-        # Losses and metrics are torchmetrics objects: under DDP they are reduced over every rank's samples.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        psnr = MetricCollection({"psnr": PeakSignalNoiseRatio(data_range=(0.0, 1.0))})  # clips to [0, 1]
-        self.val_metrics = psnr.clone(prefix="val/")
-        self.test_metrics = psnr.clone(prefix="test/")
-        self.val_input_metrics = psnr.clone(prefix="val/", postfix="_input")
-        self.test_input_metrics = psnr.clone(prefix="test/", postfix="_input")
+
+    def build_metrics(self) -> MetricCollection:
+        """PSNR of the output and of the noisy input (both clipped to [0, 1]); no compute groups, as a model that
+        returns its input would fuse the two for good."""
+        psnr = {name: PeakSignalNoiseRatio(data_range=(0.0, 1.0)) for name in ("psnr", "psnr_input")}
+        return MetricCollection(psnr, compute_groups=False)
+
+    def update_metrics(
+        self, metrics: MetricCollection, output: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor
+    ) -> None:
+        metrics["psnr"].update(output, clean)
+        metrics["psnr_input"].update(noisy, clean)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the expected shape when ``x`` is not a batch of images."""
@@ -133,49 +138,22 @@ class Denoiser(TaskModule):
         noisy = self.add_noise(clean, generator)
         return (noisy - self.mean) / self.std, (clean - self.mean) / self.std
 
-    def batch_loss(self, batch: Any) -> torch.Tensor:
-        noisy, clean = self.noisy_clean_pair(batch)
-        return self.compute_loss(self(noisy), clean)
-
     def overfit_bound(self, batch: Any) -> float:
         """5% of the noise's own MSE: far better than returning the input."""
         noisy, clean = self.noisy_clean_pair(batch)
         return 0.05 * F.mse_loss(noisy, clean).item()
 
-    # --- steps ---------------------------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.batch_loss(batch)
-        self.train_loss.update(loss.detach())
-        self.log_on_logging_steps("train/loss_step", loss.detach())
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss)
-
-    def _eval_step(self, batch: Any, batch_idx: int, split: str) -> None:
-        noisy, clean = self.noisy_clean_pair(batch, self._eval_generator(batch_idx))
+    # --- the loop's parts ----------------------------------------------------------------------------------------
+    def step(self, batch: Any, batch_idx: int, split: Split) -> StepOutput:
+        """The loss on freshly noised images (training) or on noise fixed by ``noise_seed`` and ``batch_idx``."""
+        generator = None if split == "train" else self._eval_generator(batch_idx)
+        noisy, clean = self.noisy_clean_pair(batch, generator)
         output = self(noisy)
-        getattr(self, f"{split}_metrics").update(output, clean)
-        getattr(self, f"{split}_input_metrics").update(noisy, clean)
-        getattr(self, f"{split}_loss").update(self.compute_loss(output, clean), weight=clean.shape[0])
+        loss = self.compute_loss(output, clean)
+        values = {} if split == "train" else {"output": output, "noisy": noisy, "clean": clean}
+        return StepOutput(loss, clean.shape[0], values)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/loss", self.val_loss)
-        self.log_dict(self.val_metrics, prog_bar=True)
-        self.log_dict(self.val_input_metrics)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self.log("test/loss", self.test_loss)
-        self.log_dict(self.test_metrics)
-        self.log_dict(self.test_input_metrics)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def predict_batch(self, batch: Any) -> torch.Tensor:
         """Denoised images in [0, 1]; the batch (``x`` or ``(x, ...)``, normalized like the data) is the noisy input."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(self.to_pixels(x)).clamp(0, 1)

@@ -3,7 +3,7 @@
 Batches are ``(x, y)``: token ids ``(B, T)`` and the next tokens ``(B, T)``, with ``-100`` at padded targets (never
 counted). The vocabulary is a string of characters stored as a hyperparameter (``vocab``), so a checkpoint encodes
 prompts and decodes samples with no data present. Runs are long in steps and short in epochs, so warmup is given in
-steps (``warmup_steps``) and the schedule decays over the run's optimizer steps (``max_steps``).
+steps (the base's ``warmup_steps``) and the schedule decays over the run's optimizer steps (``max_steps``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 
-from zoo.tasks.base import TaskModule
-from zoo.tasks.optim import build_optimizer, build_scheduler
+from zoo.tasks.base import Split, StepOutput, TaskModule
 
 IGNORE_INDEX = -100
 
@@ -24,15 +23,14 @@ IGNORE_INDEX = -100
 class LanguageModel(TaskModule):
     """Task base for autoregressive models that map token ids ``(B, T)`` to next-token logits ``(B, T, V)``.
 
-    Logs ``train/loss`` (``train/loss_step`` on logging steps) and per epoch ``{val,test}/loss``, ``/ppl``
-    (``exp(loss)``) and ``/bpc`` (``loss / ln 2``: bits per character for character vocabularies). Subclasses build
+    Logs ``train/loss_step`` on logging steps and per epoch ``{train,val,test}/loss``, ``/ppl`` (``exp(loss)``) and
+    ``/bpc`` (``loss / ln 2``: bits per character for character vocabularies). Subclasses build
     the network, implement ``forward(x)`` and may override :meth:`next_token_logits` for cached decoding.
 
     Args:
         vocab: the characters of the vocabulary, in id order (``""``: anonymous ids, give ``vocab_size``).
         vocab_size: number of token ids; taken from ``vocab`` when that is given.
         block_size: the longest context the model reads.
-        warmup_steps: linear warmup in optimizer steps (added to ``warmup_epochs``).
         **optim_args: optimizer and schedule, see :class:`~zoo.tasks.base.TaskModule`.
     """
 
@@ -45,7 +43,6 @@ class LanguageModel(TaskModule):
         vocab: str = "",
         vocab_size: int = 0,
         block_size: int = 64,
-        warmup_steps: int = 0,
         **optim_args: Any,
     ) -> None:
         if vocab:
@@ -54,16 +51,15 @@ class LanguageModel(TaskModule):
             if vocab_size not in (0, len(vocab)):
                 raise ValueError(f"vocab has {len(vocab)} characters but vocab_size={vocab_size}")
             vocab_size = len(vocab)
-        if vocab_size < 1 or block_size < 1 or warmup_steps < 0:
+        if vocab_size < 1 or block_size < 1:
             raise ValueError(
-                f"need vocab (or vocab_size >= 1), block_size >= 1 and warmup_steps >= 0, got vocab_size="
-                f"{vocab_size}, block_size={block_size}, warmup_steps={warmup_steps}"
+                f"need vocab (or vocab_size >= 1) and block_size >= 1, got vocab_size={vocab_size}, "
+                f"block_size={block_size}"
             )
         super().__init__(**optim_args)
         self.hparams["vocab_size"] = vocab_size
         self.vocab, self.vocab_size, self.block_size = vocab, vocab_size, block_size
         self._char_to_id = {char: index for index, char in enumerate(vocab)}
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.example_input_array = torch.zeros(2, min(block_size, 16), dtype=torch.long)
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -92,66 +88,23 @@ class LanguageModel(TaskModule):
         """The text of token ids."""
         return "".join(self.vocab[index] for index in torch.as_tensor(ids).tolist())
 
-    # --- training logic ----------------------------------------------------------------------------------
-    def shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    # --- the loop's parts ----------------------------------------------------------------------------------------
+    def step(self, batch: Any, batch_idx: int, split: Split) -> StepOutput:
         """Mean cross-entropy over the counted targets, and their number."""
         x, y = batch[0], batch[1]
         logits = self(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-        return loss, (y != IGNORE_INDEX).sum()
+        return StepOutput(loss, (y != IGNORE_INDEX).sum())
 
-    def batch_loss(self, batch: Any) -> torch.Tensor:
-        return self.shared_step(batch)[0]
+    def epoch_values(self, split: Split, loss: MeanMetric, metrics: MetricCollection | None) -> dict[str, Any]:
+        """The loss, perplexity and bits per character."""
+        value = loss.compute()
+        return {f"{split}/loss": loss, f"{split}/ppl": value.exp(), f"{split}/bpc": value / math.log(2)}
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, count = self.shared_step(batch)
-        self.train_loss.update(loss.detach(), weight=count)
-        self.log_on_logging_steps("train/loss_step", loss.detach())
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss)
-
-    def _eval_step(self, batch: Any, metric: MeanMetric) -> None:
-        loss, count = self.shared_step(batch)
-        metric.update(loss, weight=count)
-
-    def _log_eval(self, split: str, metric: MeanMetric) -> None:
-        loss = metric.compute()
-        metric.reset()
-        self.log(f"{split}/loss", loss, prog_bar=True)
-        self.log(f"{split}/ppl", loss.exp())
-        self.log(f"{split}/bpc", loss / math.log(2), prog_bar=split == "val")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_loss)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_loss)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_loss)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test", self.test_loss)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def predict_batch(self, batch: Any) -> torch.Tensor:
         """Next-token probabilities ``(B, T, V)``."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x).softmax(-1)
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        optimizer = build_optimizer(self.optimizer_param_groups(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))  # also sets up the train loader
-        trainer, warmup = self.trainer, hp.warmup_steps
-        if hp.warmup_epochs:
-            if trainer.max_steps not in (None, -1) or not trainer.max_epochs or trainer.max_epochs < 1:
-                raise ValueError("a run of max_steps has no fixed epoch length: give warmup_steps, not warmup_epochs")
-            warmup += round(hp.warmup_epochs * total_steps / trainer.max_epochs)
-        # Warmup in steps: the builder's "epochs" of one step each.
-        scheduler = build_scheduler(optimizer, hp.scheduler, total_steps, 1, warmup, hp.min_lr_ratio)
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # --- the registry test's hooks -------------------------------------------------------------------------
     def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:

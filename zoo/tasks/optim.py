@@ -59,28 +59,27 @@ def lr_factor(
     return 1.0
 
 
-def check_schedule(schedule: SchedulerName, warmup_epochs: float, optimizer: OptimizerName | None = None) -> None:
-    """Raise for a schedule or optimizer that cannot be built (called at construction, so errors come early)."""
+def check_schedule(schedule: SchedulerName, warmup: float, optimizer: OptimizerName | None = None) -> None:
+    """Raise for a schedule or optimizer that cannot be built (called at construction, so errors come early);
+    ``warmup`` is the warmup's length in any unit (only whether there is one matters)."""
     if schedule not in get_args(SchedulerName):
         raise ValueError(f"Unknown scheduler {schedule!r}; choose from {', '.join(get_args(SchedulerName))}.")
     if optimizer is not None and optimizer not in get_args(OptimizerName):
         raise ValueError(f"Unknown optimizer {optimizer!r}; choose from {', '.join(get_args(OptimizerName))}.")
-    if schedule == "plateau" and warmup_epochs:
-        raise ValueError("warmup_epochs is not supported with the 'plateau' schedule; use cosine or onecycle.")
+    if schedule == "plateau" and warmup:
+        raise ValueError("warmup is not supported with the 'plateau' schedule; use cosine or onecycle.")
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     schedule: SchedulerName,
     total_steps: int,
-    steps_per_epoch: int,
-    warmup_epochs: float,
+    warmup_steps: int = 0,
     min_lr_ratio: float = 0.0,
     monitor: str = "val/loss",
 ) -> dict[str, Any] | None:
     """Build Lightning's scheduler dict for ``configure_optimizers`` (``None`` for a constant rate)."""
-    check_schedule(schedule, warmup_epochs)
-    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    check_schedule(schedule, warmup_steps)
     if schedule == "plateau":
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=5)
         return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "strict": False}

@@ -14,11 +14,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import BLEUScore
 
-from zoo.tasks.base import TaskModule
+from zoo.tasks.base import Split, StepOutput, TaskModule
 
 PAD, BOS, EOS = 0, 1, 2
 #: Ids before the first character of the vocabulary.
@@ -35,7 +35,7 @@ def _select(memory: Memory, index: torch.Tensor) -> Memory:
 class Seq2SeqTask(TaskModule):
     """Task base for encoder-decoder models over character vocabularies.
 
-    Logs ``train/loss`` and per epoch ``{val,test}/loss``, ``/token_acc`` (teacher-forced next-token accuracy over
+    Logs ``{train,val,test}/loss`` and per epoch ``{val,test}/token_acc`` (teacher-forced next-token accuracy over
     the target tokens, ``EOS`` included), ``/exact_match`` (the decoded answer equals the target) and ``/bleu``
     (torchmetrics' BLEU-4 with smoothing, over the answers' characters).
 
@@ -72,13 +72,6 @@ class Seq2SeqTask(TaskModule):
         self.vocab, self.max_length = vocab, max_length
         self.vocab_size = len(vocab) + NUM_SPECIAL
         self._char_to_id = {char: NUM_SPECIAL + index for index, char in enumerate(vocab)}
-        for split in ("train", "val", "test"):
-            setattr(self, f"{split}_loss", MeanMetric())
-        for split in ("val", "test"):
-            accuracy = MulticlassAccuracy(self.vocab_size, average="micro", ignore_index=PAD, validate_args=False)
-            setattr(self, f"{split}_token_acc", accuracy)
-            setattr(self, f"{split}_exact_match", MeanMetric())
-            setattr(self, f"{split}_bleu", BLEUScore(n_gram=4, smooth=True))
         steps = min(max_length, 8)
         self.example_input_array = (
             torch.full((2, steps), NUM_SPECIAL, dtype=torch.long),
@@ -236,58 +229,45 @@ class Seq2SeqTask(TaskModule):
         """``[BOS, tgt[:-1]]``: what the decoder reads under teacher forcing."""
         return torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
 
-    def shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, teacher-forced logits and targets of one batch."""
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection(
+            {
+                "token_acc": MulticlassAccuracy(
+                    self.vocab_size, average="micro", ignore_index=PAD, validate_args=False
+                ),
+                "exact_match": MeanMetric(),
+                "bleu": BLEUScore(n_gram=4, smooth=True),
+            },
+            compute_groups=False,
+        )
+
+    def step(self, batch: Any, batch_idx: int, split: Split) -> StepOutput:
+        """The teacher-forced loss; in evaluation also the decoded answers (``hparams.decoding``)."""
         src, tgt, src_lengths = batch
         logits = self(src, src_lengths, self.decoder_inputs(tgt))
         loss = F.cross_entropy(
             logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD, label_smoothing=self.hparams.label_smoothing
         )
-        return loss, logits, tgt
-
-    def batch_loss(self, batch: Any) -> torch.Tensor:
-        return self.shared_step(batch)[0]
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, _, tgt = self.shared_step(batch)
-        self.train_loss.update(loss.detach(), weight=(tgt != PAD).sum())
-        self.log_on_logging_steps("train/loss_step", loss.detach())
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss)
-
-    def _eval_step(self, batch: Any, split: str) -> None:
-        loss, logits, tgt = self.shared_step(batch)
-        getattr(self, f"{split}_loss").update(loss, weight=(tgt != PAD).sum())
-        getattr(self, f"{split}_token_acc").update(logits.argmax(-1).flatten(), tgt.flatten())
-        src, _, src_lengths = batch
+        size = (tgt != PAD).sum()
+        if split == "train":
+            return StepOutput(loss, size)
         hp = self.hparams
         answer = self.generate(src, src_lengths, method=hp.decoding, beam_size=hp.beam_size)
+        return StepOutput(loss, size, {"logits": logits, "answer": answer, "tgt": tgt})
+
+    def update_metrics(
+        self, metrics: MetricCollection, logits: torch.Tensor, answer: torch.Tensor, tgt: torch.Tensor
+    ) -> None:
+        """Token accuracy of the teacher-forced logits; exact match and BLEU of the decoded answers."""
+        metrics["token_acc"].update(logits.argmax(-1).flatten(), tgt.flatten())
         width = max(answer.shape[1], tgt.shape[1])
         same = F.pad(answer, (0, width - answer.shape[1]), value=PAD) == F.pad(tgt, (0, width - tgt.shape[1]))
-        getattr(self, f"{split}_exact_match").update(same.all(-1).float())
+        metrics["exact_match"].update(same.all(-1).float())
         predictions = [" ".join(self.decode_ids(row)) for row in answer]
         references = [[" ".join(self.decode_ids(row))] for row in tgt]
-        getattr(self, f"{split}_bleu").update(predictions, references)
+        metrics["bleu"].update(predictions, references)
 
-    def _log_eval(self, split: str) -> None:
-        for name in ("loss", "token_acc", "exact_match", "bleu"):
-            self.log(f"{split}/{name}", getattr(self, f"{split}_{name}"), prog_bar=name in ("loss", "exact_match"))
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> list[str]:
+    def predict_batch(self, batch: Any) -> list[str]:
         """The decoded answers as text."""
         src, src_lengths = (
             (batch[0], batch[2]) if isinstance(batch, (tuple, list)) and len(batch) == 3 else (batch, None)

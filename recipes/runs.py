@@ -1,4 +1,5 @@
-"""Where a run's files go, and the resolved config (with the code's git commit) sent to every logger.
+"""Run policy: where a run's files go, which loggers and callbacks it keeps, how a resumed run finds its folder, and
+the resolved config (with the code's git commit) sent to every logger.
 
 Each run has one folder: the first logger's (``logs/<recipe>/version_N`` for TensorBoard and CSV, the W&B run's
 ``logs/<recipe>/<run id>``), ``logs/<recipe>/<run id>`` for a remote MLflow server, and a fresh
@@ -7,6 +8,10 @@ never writes into the folder of another: a folder that already holds a config (a
 refused before anything is written, unless the run resumes from a checkpoint. A resumed run logs into the run
 it resumes: the checkpoint names that run (:meth:`RunConfigCallback.state_dict`), and its config is written beside
 the first one as ``config.resume-1.yaml``, ``config.resume-2.yaml``, ...
+
+:func:`apply_run_policy` applies these rules to a parsed ``trainer`` config before anything is built; the CLI calls
+it once. Classes are compared by what a ``class_path`` resolves to, so subclasses of Lightning's loggers and
+progress bars follow the same rules.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
+
+from zoo.checkpoint import import_class
 
 #: Root of the run folders of loggers that keep no local folder of their own (remote MLflow) and of runs without one.
 DEFAULT_LOGS_ROOT = "logs"
@@ -163,3 +172,112 @@ def _send_config(logger: Logger, text: str, commit: str | None) -> None:
             logger.experiment.set_tag(logger.run_id, "mlflow.source.git.commit", commit)
     elif isinstance(logger, WandbLogger):
         logger.experiment.config.update({"cli": yaml.safe_load(text)}, allow_val_change=True)
+
+
+# --- the policy on a parsed trainer config -----------------------------------------------------------------------
+#: Callbacks that cannot run without a logger, left out of runs with ``--trainer.logger false``.
+NEEDS_LOGGER: tuple[type, ...] = (LearningRateMonitor,)
+
+
+def _class_of(spec: Any) -> type | None:
+    """The class a ``class_path`` spec names (``None`` for a spec without one, or one that cannot be imported: the
+    parser has already checked the paths it will instantiate)."""
+    class_path = spec.get("class_path") if isinstance(spec, (dict, Namespace)) else None
+    if not class_path:
+        return None
+    try:
+        return import_class(class_path, trusted=None)
+    except ValueError:
+        return None
+
+
+def _is(spec: Any, *classes: type) -> bool:
+    cls = _class_of(spec)
+    return cls is not None and issubclass(cls, classes)
+
+
+def logger_specs(trainer: Namespace) -> list[Any]:
+    """The trainer config's logger specs (``class_path``/``init_args``), in order."""
+    specs = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    return [spec for spec in specs if isinstance(spec, (dict, Namespace)) and spec.get("class_path")]
+
+
+def apply_run_policy(trainer: Namespace, run_name: str, last_every_n_steps: int = 0) -> dict[str, Any]:
+    """Apply the run rules to a parsed ``trainer`` config; returns the run folder's root and name for
+    :class:`RunConfigCallback`.
+
+    - ``enable_progress_bar: false`` wins over a progress bar among the default callbacks;
+    - loggers get the program's name: the W&B project, the MLflow experiment (unless given), an absolute W&B folder;
+    - without a logger, the callbacks that log through one are left out;
+    - ``last_every_n_steps > 0`` adds a second writer of ``last.ckpt``, every that many optimizer steps.
+    """
+    callbacks = list(trainer.callbacks or [])
+    if trainer.enable_progress_bar is False:
+        callbacks = [spec for spec in callbacks if not _is(spec, ProgressBar)]
+    specs = logger_specs(trainer)
+    first = specs[0].init_args if specs else {}
+    name = first.get("name") or run_name
+    for spec in specs:
+        args = spec.init_args
+        if _is(spec, WandbLogger):
+            if not args.get("project"):
+                args.project = name  # Lightning puts W&B checkpoints under <save_dir>/<project>/<run id>
+            # W&B's service process, started once per Python process, resolves relative folders against its own
+            # working directory, which need not be the run's.
+            args.save_dir = os.path.abspath(args.get("save_dir") or ".")
+        if _is(spec, MLFlowLogger) and args.get("experiment_name") in (None, "lightning_logs"):
+            args.experiment_name = name
+    if trainer.logger is False or trainer.logger == []:
+        kept = [spec for spec in callbacks if not _is(spec, *NEEDS_LOGGER)]
+        if len(kept) < len(callbacks):
+            rank_zero_info(f"No logger: left out {', '.join(c.__name__ for c in NEEDS_LOGGER)}, which log through one.")
+        callbacks = kept
+    trainer.callbacks = callbacks + _step_checkpoint(callbacks, last_every_n_steps)
+    return {"logs_root": first.get("save_dir") or DEFAULT_LOGS_ROOT, "run_name": name}
+
+
+def _step_checkpoint(callbacks: list[Any], every_n_steps: int) -> list[Namespace]:
+    """A second writer of ``last.ckpt`` every ``every_n_steps`` optimizer steps (ModelCheckpoint takes either a step
+    or an epoch interval, not both); none for 0."""
+    if every_n_steps < 0:
+        raise ValueError(f"--last_every_n_steps must be >= 0, got {every_n_steps}")
+    if not every_n_steps:
+        return []
+    last = [spec for spec in callbacks if _is(spec, ModelCheckpoint) and _writes_last(spec)]
+    if not last:
+        raise ValueError("--last_every_n_steps needs the last.ckpt ModelCheckpoint (filename: last) of the defaults")
+    step = Namespace(class_path=last[0].class_path, init_args=Namespace(**dict(last[0].init_args)))
+    step.init_args.every_n_train_steps = every_n_steps
+    step.init_args.every_n_epochs = None
+    return [step]
+
+
+def _writes_last(spec: Any) -> bool:
+    args = spec.get("init_args") or {}
+    return args.get("filename") == "last" and args.get("monitor") is None
+
+
+def log_into_resumed_run(trainer: Namespace, run: dict[str, Any]) -> None:
+    """Point the first logger at the run a checkpoint came from (:meth:`RunConfigCallback.state_dict`), unless its
+    version or id was given."""
+    specs = logger_specs(trainer)
+    if not specs or run.get("version") is None:
+        return
+    spec, version = specs[0], run["version"]
+    cls = _class_of(spec)
+    if cls is None or cls.__name__ != run.get("logger"):
+        return
+    args = spec.init_args
+    if issubclass(cls, (TensorBoardLogger, CSVLogger)) and args.get("version") is None:
+        folder = version if isinstance(version, str) else f"version_{version}"
+        root = os.path.join(args.get("save_dir") or ".", args.get("name") or "lightning_logs")
+        if os.path.realpath(os.path.join(root, folder)) != os.path.realpath(run["run_dir"] or ""):
+            return
+        args.version = version
+    elif issubclass(cls, MLFlowLogger) and args.get("run_id") is None:
+        args.run_id = version
+    elif issubclass(cls, WandbLogger) and args.get("id") is None and args.get("version") is None:
+        args.id = version
+    else:
+        return
+    rank_zero_info(f"Resuming: logging into the checkpoint's run ({run['logger']} {version}, {run['run_dir']}).")

@@ -1,29 +1,35 @@
 """Model registry: every preset is a small registered function whose name is the model name.
 
+A preset function returns its architecture's arguments; the decorator records them with the model class, so the
+registry reads a preset without running model code, and replaces the function by a builder of the model (timm's
+``resnet18(**overrides)``).
+
 >>> import zoo
 >>> "cnn_bn" in zoo.list_models("cnn*")
 True
 >>> model = zoo.create_model("mlp_small", num_classes=3)
 >>> model.num_classes
 3
->>> zoo.preset_config("mlp_small")["class_path"]  # resolved without building the model
-'zoo.mlp.MLP'
+>>> zoo.preset_config("mlp_small")  # read without building the model
+{'class_path': 'zoo.mlp.MLP', 'init_args': {'hidden_dims': [128]}}
 """
 
 from __future__ import annotations
 
-import contextvars
+import copy
 import difflib
 import fnmatch
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-ModelFn = TypeVar("ModelFn", bound=Callable[..., nn.Module])
-InputKind = Literal["image", "volume", "series", "tokens"]
+from zoo.checkpoint import to_primitive
+
+InputKind = Literal["image", "volume", "series", "tokens", "features"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,9 @@ class InputSpec:
 
     Args:
         shape: ``(C, H, W)`` images, ``(C, D, H, W)`` volumes, ``(T, F)`` series of ``F`` features, ``(T,)`` token
-            ids; ``T`` is the nominal (with ``variable_length``: the longest) sequence length.
-        kind: ``"image"``, ``"volume"``, ``"series"`` or ``"tokens"``.
+            ids, ``(F,)`` feature vectors; ``T`` is the nominal (with ``variable_length``: the longest) sequence
+            length.
+        kind: ``"image"``, ``"volume"``, ``"series"``, ``"tokens"`` or ``"features"``.
         dtype: element type (``torch.long`` for token ids).
         variable_length: whether the time axis (the first) may be shorter; batches then carry ``lengths``.
         vocab_size: the number of token ids (``kind="tokens"``).
@@ -49,7 +56,7 @@ class InputSpec:
     vocab_size: int | None = None
 
     def __post_init__(self) -> None:
-        ndim = {"image": 3, "volume": 4, "series": 2, "tokens": 1}[self.kind]
+        ndim = {"image": 3, "volume": 4, "series": 2, "tokens": 1, "features": 1}[self.kind]
         if len(self.shape) != ndim:
             raise ValueError(f"a {self.kind} input spec has {ndim} dims, got shape {self.shape}")
         if (self.kind == "tokens") != (self.dtype == torch.long) or (self.kind == "tokens") != bool(self.vocab_size):
@@ -67,6 +74,8 @@ class InputSpec:
         dtype = str(self.dtype).removeprefix("torch.")
         if self.kind in ("image", "volume"):
             return f"{self.kind} {'x'.join(map(str, self.shape))} {dtype}"
+        if self.kind == "features":
+            return f"features ({self.shape[0]},) {dtype}"
         time = f"T<={self.shape[0]}" if self.variable_length else f"T={self.shape[0]}"
         dims = ", ".join([time, *map(str, self.shape[1:])])
         vocab = f", ids < {self.vocab_size}" if self.vocab_size else ""
@@ -78,7 +87,9 @@ class ModelInfo:
     """Metadata of one registered preset; tests check it against the built model."""
 
     name: str
-    fn: Callable[..., nn.Module]
+    cls: type[nn.Module]
+    args: Mapping[str, Any]
+    builder: Callable[..., nn.Module]
     family: str
     input_spec: InputSpec
     num_params: int | None = None
@@ -91,6 +102,11 @@ class ModelInfo:
         """The input shape without batch (``input_spec.shape``)."""
         return self.input_spec.shape
 
+    @property
+    def class_path(self) -> str:
+        """``module.Name`` of the model class."""
+        return f"{self.cls.__module__}.{self.cls.__name__}"
+
 
 class UnknownModelError(ValueError):
     """Raised for a model name that is not registered; the message lists close matches."""
@@ -100,16 +116,21 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(
+    cls: type[nn.Module],
     *,
     input_size: tuple[int, ...] | InputSpec,
     num_params: int | None = None,
     source: str = "",
     tags: tuple[str, ...] = (),
     task: str = "image_classification",
-) -> Callable[[ModelFn], ModelFn]:
-    """Register a preset function under its own name.
+) -> Callable[[Callable[[], dict[str, Any]]], Callable[..., nn.Module]]:
+    """Register a preset: a function named as the model, returning the arguments of ``cls`` that make it.
+
+    The function is called once, here; what it returns is the preset. The name is bound to a builder,
+    ``preset(**overrides) -> model``.
 
     Args:
+        cls: the model class the preset builds.
         input_size: the input shape without batch, e.g. ``(3, 32, 32)`` (an image), or an :class:`InputSpec`.
         num_params: exact parameter count with default arguments (checked by the tests).
         source: paper or reference implementation the preset follows.
@@ -117,14 +138,20 @@ def register_model(
         task: the name of the task the preset trains for (``"image_classification"``, ``"sequence_tagging"``, ...).
     """
 
-    def decorator(fn: ModelFn) -> ModelFn:
+    def decorator(fn: Callable[[], dict[str, Any]]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _REGISTRY:
-            raise ValueError(f"Model {name!r} is already registered by {_REGISTRY[name].fn.__module__}")
+            raise ValueError(f"Model {name!r} is already registered by {_REGISTRY[name].builder.__module__}")
+        args = to_primitive(fn(), name)  # lists, not tuples: what a config file and the checkpoint hold
+
+        @functools.wraps(fn)
+        def builder(**overrides: Any) -> nn.Module:
+            return create_model(name, **overrides)
+
         family = fn.__module__.rsplit(".", 1)[-1]
         spec = InputSpec.of(input_size)
-        _REGISTRY[name] = ModelInfo(name, fn, family, spec, num_params, source, tuple(tags), task)
-        return fn
+        _REGISTRY[name] = ModelInfo(name, cls, args, builder, family, spec, num_params, source, tuple(tags), task)
+        return builder
 
     return decorator
 
@@ -157,42 +184,22 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY
 
 
+def _arguments(info: ModelInfo, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return {**copy.deepcopy(dict(info.args)), **given}  # a copy: a model may change the lists it is given
+
+
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered preset; ``overrides`` replace its arguments, and those that are ``None`` are ignored."""
     info = model_info(name)
-    return info.fn(**{key: value for key, value in overrides.items() if value is not None})
-
-
-# --- resolving a preset without building it -------------------------------------------------------------------
-
-_RESOLVING = contextvars.ContextVar("zoo_resolving_preset", default=False)
-
-
-class _PresetCall(Exception):  # control flow of preset_config, never seen by users
-    def __init__(self, cls: type, arguments: dict[str, Any]) -> None:
-        super().__init__(cls.__name__)
-        self.cls, self.arguments = cls, arguments
-
-
-def stop_if_resolving(model: nn.Module, init_args: dict[str, Any]) -> None:
-    """Called by ``TaskModule.__init__`` before any layer exists: while :func:`preset_config` resolves a preset,
-    stop there with the model's class and its complete init arguments."""
-    if _RESOLVING.get():
-        raise _PresetCall(type(model), init_args)
+    return info.cls(**_arguments(info, overrides))
 
 
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` of a preset, as LightningCLI takes it, without building the model.
+    """``{"class_path", "init_args"}`` of a preset, as LightningCLI and Hydra take it, without building the model.
 
-    The preset function runs until its model's task base has recorded the init arguments, before any layer is
-    built; those arguments, defaults included, are the preset.
+    ``init_args`` holds the preset's own arguments and the overrides (not ``None``); the class's defaults fill the
+    rest.
     """
     info = model_info(name)
-    token = _RESOLVING.set(True)
-    try:
-        info.fn(**{key: value for key, value in overrides.items() if value is not None})
-    except _PresetCall as call:
-        return {"class_path": f"{call.cls.__module__}.{call.cls.__name__}", "init_args": call.arguments}
-    finally:
-        _RESOLVING.reset(token)
-    raise TypeError(f"Preset {name!r} built no TaskModule, so it cannot be resolved to a class and arguments")
+    return {"class_path": info.class_path, "init_args": _arguments(info, overrides)}
