@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -32,25 +31,26 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _timing import StepTimer
+
+import zoo
+from callbacks import NullProfiler
+from datamodules import MNISTDataModule
+from recipes import mnist_mlp
+from zoo.tasks.optim import build_optimizer, build_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import zoo  # noqa: E402
-from benchmarks._timing import StepTimer  # noqa: E402
-from callbacks import NullProfiler  # noqa: E402
-from datamodules import MNISTDataModule  # noqa: E402
-from recipes import mnist_mlp  # noqa: E402
-from zoo.tasks.optim import build_optimizer, build_scheduler  # noqa: E402
 
 
 def synthetic_mnist(root: Path, n_train: int = 60_000, n_test: int = 10_000) -> Path:
     """MNIST-format files of random digits (for machines without ../shared/data); the timing does not care."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import make_mnist
+    from datamodules.mnist import write_idx
 
     if not (root / "MNIST" / "raw").is_dir():
-        make_mnist(root, n_train=n_train, n_test=n_test)
+        rng = np.random.default_rng(0)
+        for prefix, count in (("train", n_train), ("t10k", n_test)):
+            write_idx(root / "MNIST" / "raw" / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
+            write_idx(root / "MNIST" / "raw" / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
     return root
 
 
@@ -107,7 +107,7 @@ def raw_steps(data_dir: Path, epochs: int, device: str) -> list[float]:
     model = zoo.create_model("mlp_small").to(device)
     optimizer = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.01, momentum=0.9)
     total = epochs * len(loader)
-    scheduler = build_scheduler(optimizer, "cosine", total, len(loader), warmup_epochs=0)["scheduler"]
+    scheduler = build_scheduler(optimizer, "cosine", total)["scheduler"]
     times = []
     for _ in range(epochs):
         last = time.perf_counter()

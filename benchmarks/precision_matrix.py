@@ -19,17 +19,14 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from _timing import RESULTS, StepTimer, machine, median_rate, write_json
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import zoo
-from benchmarks._timing import RESULTS, StepTimer, machine, median_rate, write_json
 from callbacks import FastPath
 
 MODELS = ("resnet18_cifar", "vit_tiny_patch4_32", "cnn_bn_cifar", "lstm_shakespeare_char", "gpt_shakespeare_char")

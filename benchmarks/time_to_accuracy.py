@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _timing import RESULTS, machine, write_json
 
-from benchmarks._timing import RESULTS, machine, write_json  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RAW_EPOCHS = 3
 

@@ -18,17 +18,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _timing import RESULTS, machine, write_json
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import zoo
-from benchmarks._timing import RESULTS, machine, write_json
 
 #: zoo preset -> references: (library, name)
 PAIRS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -15,7 +15,9 @@ import os
 import shutil
 import struct
 import zlib
+from typing import Any
 
+import numpy as np
 import torch
 from torchvision import datasets
 
@@ -54,6 +56,24 @@ def read_idx_header(path: str, ndim: int) -> tuple[int, ...]:
             "padded. Replace it with the original file."
         )
     return dims
+
+
+def write_idx(path: str | os.PathLike[str], array: Any) -> None:
+    """Write an array of unsigned bytes in the IDX format of the MNIST files (gzipped when ``path`` ends in ``.gz``):
+    what :func:`read_idx_header` and torchvision read.
+
+    >>> import numpy as np, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+    >>> write_idx(path, np.arange(5))
+    >>> read_idx_header(path, 1)
+    (5,)
+    """
+    array = np.asarray(array, dtype=np.uint8)
+    magic = 0x0800 | array.ndim  # 0x08: unsigned bytes; low byte: number of dimensions
+    payload = struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.tobytes()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as handle:
+        handle.write(payload)
 
 
 def _gunzip(source: str, target: str) -> None:

@@ -4,9 +4,9 @@ the optional ../shared/data copy."""
 from __future__ import annotations
 
 import csv
-import gzip
 import os
-import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -14,9 +14,20 @@ import numpy as np
 import pytest
 import torch
 
+import datamodules.mnist
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Command-line options that keep a recipe's output to what a test reads.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(name: str, *args: str, timeout: int = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<name>.py`` as its users do (a script in its own process) and return the finished process."""
+    command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
@@ -32,16 +43,8 @@ def quiet_trainer(**kwargs) -> L.Trainer:
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
-    """Write ``array`` (uint8) in the IDX format of the MNIST distribution files (big-endian header)."""
-    magic = 0x0800 | array.ndim  # 0x08: unsigned bytes; low byte: number of dimensions
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", dim) for dim in array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as handle:
-            handle.write(payload)
-    else:
-        path.write_bytes(payload)
+    """Write ``array`` in the IDX format of the MNIST distribution files, as ``path.gz`` when ``compress``."""
+    datamodules.mnist.write_idx(f"{path}.gz" if compress else path, array)
 
 
 def make_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int = 0, folder: str = "MNIST/raw") -> dict:

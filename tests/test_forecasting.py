@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET
+from conftest import QUIET, run_benchmark
 
 import zoo
 from callbacks import ForecastPlotLogger
@@ -226,18 +225,13 @@ def test_recipe_takes_a_rule_and_links_the_season():
     assert cli.model.hparams.season_length == 11 and cli.trainer.checkpoint_callback.monitor == "val/loss"
 
 
-def test_comparison_table_runs_every_model_on_one_split(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import forecast_table
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+def test_comparison_table_runs_every_model_on_one_split(tmp_path):
     out = tmp_path / "table.json"
-    report = forecast_table.main(
-        ["--fast_dev_run", "--models=seasonal_naive_forecast,nbeats_forecast", f"--out={out}", "--logs="]
-    )
+    args = ["--fast_dev_run", "--models=seasonal_naive_forecast,nbeats_forecast", f"--out={out}", "--logs="]
+    finished = run_benchmark("forecast_table", *args, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(out.read_text())
     assert [row["model"] for row in report["rows"]] == ["seasonal_naive_forecast", "nbeats_forecast"]
-    assert json.loads(out.read_text())["windows"] == {"train": 178, "val": 39, "test": 39}
-    assert "| seasonal_naive_forecast | 8 |" in capsys.readouterr().out
+    assert report["windows"] == {"train": 178, "val": 39, "test": 39}
+    assert "| seasonal_naive_forecast | 8 |" in finished.stdout
     assert report["summary"][0]["seeds"] == 1 and report["window_norm"]
-    assert forecast_table.available_models()[:3] == list(forecast_table.RULES)

@@ -85,6 +85,9 @@ def _wrong_input(spec: zoo.InputSpec) -> tuple[torch.Tensor, str]:
     """An input that breaks the spec, and the start of what the error must say is expected."""
     if spec.kind == "tokens":
         return torch.randn(2, *spec.shape), r"expects token ids of shape \(B, T\) and dtype torch.long"
+    if spec.kind == "features":
+        (features,) = spec.shape
+        return torch.randn(2, features + 1), rf"expects float features of shape \(B, {features}\)"
     if spec.kind == "series":
         steps, features = spec.shape
         return torch.randn(2, steps, features + 1), rf"expects float features of shape \(B, T, {features}\)"

@@ -27,6 +27,8 @@ import torch
 
 #: Modules whose classes a checkpoint may name by default.
 TRUSTED_MODULES: tuple[str, ...] = ("zoo",)
+#: The checkpoint entry naming the model class that wrote it (zoo.tasks.TaskModule.on_save_checkpoint).
+CLASS_PATH_KEY = "model_class_path"
 
 
 def verify_checkpoint(path: str | os.PathLike[str]) -> None:
@@ -116,10 +118,13 @@ def import_class(class_path: str, trusted: Sequence[str] | None = TRUSTED_MODULE
 
 
 def checkpoint_class(checkpoint: Mapping[str, Any], source: str, trusted: Sequence[str] = TRUSTED_MODULES) -> type:
-    """The LightningModule class a checkpoint names (``hyper_parameters._class_path``), from trusted modules only."""
-    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    """The LightningModule class a checkpoint names (``model_class_path``, or the ``_class_path`` hyperparameter
+    LightningCLI records), from trusted modules only."""
+    class_path = checkpoint.get(CLASS_PATH_KEY) or (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     if not class_path:
-        raise ValueError(f"{source} does not name its model class (no hyper_parameters._class_path)")
+        raise ValueError(
+            f"{source} does not name its model class (no {CLASS_PATH_KEY} or hyper_parameters._class_path)"
+        )
     cls = import_class(class_path, trusted, source)
     if not issubclass(cls, L.LightningModule):
         raise ValueError(f"{source} names {class_path}, which is not a LightningModule")

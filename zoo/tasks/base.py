@@ -30,7 +30,7 @@ from lightning.pytorch.utilities import AttributeDict
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from typing_extensions import Self
 
-from zoo.checkpoint import to_primitive, verify_checkpoint
+from zoo.checkpoint import CLASS_PATH_KEY, to_primitive, verify_checkpoint
 from zoo.tasks.optim import (
     OptimizerName,
     SchedulerName,
@@ -308,6 +308,9 @@ class TaskModule(L.LightningModule):
             if key in checkpoint:
                 checkpoint[key] = to_primitive(checkpoint[key], key)
                 checkpoint.pop(type_key, None)  # DictConfig when the hparams were one; a dict now
+        # The class that wrote it, for zoo.load_from_checkpoint (LightningCLI also records it as a hyperparameter;
+        # one there without its instantiator would reach __init__).
+        checkpoint[CLASS_PATH_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         # A checkpoint written inside an epoch carries the training metrics' sums so far, so that a run resumed
         # from it logs the epoch's values an uninterrupted run would (metric states are not in the state_dict).
         # At an epoch's end they belong to the finished epoch and must not leak into the next.

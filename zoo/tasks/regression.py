@@ -72,13 +72,13 @@ class Regressor(TaskModule):
             raise ValueError(f"Unknown loss {loss!r}; choose 'mse', 'mae' or 'huber'.")
         self.in_features, self.out_features = in_features, out_features
         # Buffers, not saved: the hyperparameters rebuild them.
-        for name, values, default, size in (
-            ("feature_center", feature_mean, 0.0, in_features),
-            ("feature_scale", feature_std, 1.0, in_features),
-            ("target_center", target_mean, 0.0, out_features),
-            ("target_scale", target_std, 1.0, out_features),
+        for buffer, name, values, default, size in (
+            ("feature_center", "feature_mean", feature_mean, 0.0, in_features),
+            ("feature_scale", "feature_std", feature_std, 1.0, in_features),
+            ("target_center", "target_mean", target_mean, 0.0, out_features),
+            ("target_scale", "target_std", target_std, 1.0, out_features),
         ):
-            self.register_buffer(name, _stat(values, default, size, name), persistent=False)
+            self.register_buffer(buffer, _stat(values, default, size, name), persistent=False)
         if (self.feature_scale <= 0).any() or (self.target_scale <= 0).any():
             raise ValueError("feature_std and target_std must be positive")
         self.example_input_array = torch.zeros(2, in_features)
