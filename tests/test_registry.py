@@ -15,7 +15,7 @@ def test_list_models_uses_fnmatch_and_is_sorted():
 
 
 def test_list_models_by_family_and_task():
-    assert set(zoo.list_models(family="mlp")) == {"mlp_small", "mlp_base"}
+    assert set(zoo.list_models(family="mlp")) == {"mlp_small", "mlp_base", "mlp_regressor"}
     denoisers = zoo.list_models(task="denoising")
     assert set(denoisers) == {"dncnn_s", "ircnn", "unet_denoiser_small"}
     assert all(isinstance(zoo.create_model(name), zoo.Denoiser) for name in denoisers)
@@ -32,7 +32,9 @@ def test_list_models_by_family_and_task():
     assert all(isinstance(zoo.create_model(name), zoo.LanguageModel) for name in language_models) and language_models
     seq2seq = zoo.list_models(task="seq2seq")
     assert all(isinstance(zoo.create_model(name), zoo.Seq2SeqTask) for name in seq2seq) and seq2seq
-    partition = classifiers + denoisers + sequence + taggers + forecasters + language_models + seq2seq
+    regressors = zoo.list_models(task="regression")
+    assert all(isinstance(zoo.create_model(name), zoo.Regressor) for name in regressors) and regressors
+    partition = classifiers + denoisers + sequence + taggers + forecasters + language_models + seq2seq + regressors
     assert sorted(partition) == zoo.list_models()
 
 
