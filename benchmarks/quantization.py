@@ -7,7 +7,7 @@ OMP_NUM_THREADS=1 python benchmarks/quantization.py --no_compile           # eag
 The MLP (``mlp_base``) gets torchao's dynamic int8 (``Int8DynamicActivationInt8WeightConfig``) and weight-only int8;
 the CNN (``cnn_bn``) gets static int8 through the PT2E flow (``X86InductorQuantizer``, calibrated on
 ``--calib_batches`` training batches). Sizes are ``torch.save(state_dict)`` and the file the model is kept in
-(:func:`zoo.quantize.save_quantized`; a ``.pt2`` program for the CNN, float or int8). Latency is the median of
+(:func:`recipes.tools.quantize.save_quantized`; a ``.pt2`` program for the CNN, float or int8). Latency is the median of
 ``--iters`` forward passes with one thread, in eager mode and (unless ``--no_compile``) after ``torch.compile``,
 which is where int8 kernels run. Accuracy is on the 10,000 MNIST test images, with the share of test predictions
 equal to the float model's ("agree").
@@ -33,7 +33,7 @@ from torch.export import Dim
 
 import zoo
 from datamodules import MNISTDataModule
-from zoo.quantize import quantize_linear, quantize_static, save_quantized, serialized_mb
+from recipes.tools.quantize import quantize_linear, quantize_static, save_quantized, serialized_mb
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "quantization.json"
@@ -104,7 +104,7 @@ def latency_ms(model: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, 
 
 def file_mb(model: nn.Module, program: bool) -> float:
     """Size of the file the model is kept in: a ``torch.export`` program (the CNNs, float or static int8) or a state
-    dict (the MLPs; :func:`~zoo.quantize.save_quantized` for the torchao ones)."""
+    dict (the MLPs; :func:`~recipes.tools.quantize.save_quantized` for the torchao ones)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / ("m.pt2" if program else "m.pt")
         if isinstance(model, torch.fx.GraphModule) or getattr(model, "zoo_quantization", None):

@@ -1,4 +1,17 @@
-"""Shared machinery of the image datamodules: in-memory datasets, deterministic splits and loaders."""
+"""Shared machinery of the datamodules: in-memory datasets, deterministic splits, loaders, image decoding, and the
+preprocessing every datamodule saves into checkpoints for the tools.
+
+:class:`SavesPreprocessing`: a datamodule states what inference needs to read inputs as training did (its
+``preprocessing``: primitives), and Lightning writes it into every checkpoint (``checkpoint[<class name>]``), where
+``zoo.checkpoint.data_preprocessing`` finds it without building the datamodule. The keys:
+
+- ``input``: ``"image"``, ``"series"``, ``"tokens"``, ``"text"`` or ``"features"``;
+- ``in_channels``, ``img_size``: image channels and ``[height, width]``;
+- ``mean``, ``std``: the normalization of float inputs (per channel of images in [0, 1] units, per feature of
+  series), applied by the tools before the model;
+- ``classes``: class names by index; ``vocab``: the characters of a text vocabulary in id order;
+- anything else that helps a reader (column names, lengths).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +31,33 @@ from datamodules.resumable import ResumableLoader
 from datamodules.transforms import AugmentName, build_augmentation, normalize_batch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: File endings of images collected from folders (a file named on its own is read whatever its ending).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+#: PIL modes read as images of 8-bit channels; others (16-bit, float, CMYK, ...) have no single right conversion.
+IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
+
+
+class ImageDecodeError(ValueError):
+    """A file or upload that cannot be read as an 8-bit image; the message names it."""
+
+
+class ImageTooLargeError(ValueError):
+    """An image of more pixels than the reader decodes; the message names it and the limit."""
+
+
+class SavesPreprocessing:
+    """Mixin of a LightningDataModule whose :attr:`preprocessing` goes into every checkpoint (its ``state_dict``)."""
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """What inference needs to read inputs as this data's evaluation did (primitives; keys in the module doc)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "preprocessing": self.preprocessing}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({key: value for key, value in state_dict.items() if key != "preprocessing"})
 
 
 class InMemoryImageDataset(Dataset):
@@ -59,13 +99,39 @@ class InMemoryImageDataset(Dataset):
         return normalize_batch(images, self.mean, self.std), self.targets[index]
 
 
-def decode_image(source: str | bytes, channels: int = 3, name: str | None = None) -> torch.Tensor:
-    """uint8 ``(C, H, W)`` from an image file or its encoded bytes; a file that cannot be decoded is named."""
+def decode_image(
+    source: str | os.PathLike[str] | bytes, channels: int = 3, name: str | None = None, max_pixels: int | None = None
+) -> torch.Tensor:
+    """uint8 ``(C, H, W)`` (1 channel: grayscale, else RGB) from an image file or its encoded bytes.
+
+    Raises:
+        ImageTooLargeError: naming the image when it has more than ``max_pixels`` pixels (checked before decoding:
+            a small file may hold a huge image).
+        ImageDecodeError: naming the image when it cannot be decoded, or its mode has no single conversion to 8-bit
+            channels (16-bit, float, CMYK, ...).
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "the upload")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{label}: {width}x{height} pixels is more than the {max_pixels} this reader decodes; "
+                    "downscale it first"
+                )
+            image.load()
+            if image.mode not in IMAGE_MODES:
+                raise ImageDecodeError(
+                    f"{label}: image mode {image.mode!r} is not read; give 8-bit grayscale or RGB images (modes "
+                    f"{', '.join(IMAGE_MODES)}): convert it first"
+                )
             return pil_to_tensor(image.convert("RGB" if channels == 3 else "L"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot decode image {name or source}: {error}") from error
+    except (ImageDecodeError, ImageTooLargeError):
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{label}: {error}") from error
+    except (OSError, ValueError, SyntaxError) as error:  # PIL: UnidentifiedImageError, truncated files
+        raise ImageDecodeError(f"Cannot decode image {label}: {error}") from error
 
 
 def collate_batched(batch: Batch) -> Batch:
@@ -160,7 +226,7 @@ class SplitLoaders:
         return self._loader("test")
 
 
-class ImageDataModule(SplitLoaders, L.LightningDataModule):
+class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     """Base of the image-classification datamodules.
 
     Subclasses set ``num_classes``, ``in_channels``, ``img_size``, ``mean``, ``std`` and implement
@@ -212,6 +278,19 @@ class ImageDataModule(SplitLoaders, L.LightningDataModule):
     def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images ``(N, C, H, W)`` and integer targets ``(N,)`` of the train or test split."""
         raise NotImplementedError
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Images of ``in_channels`` at ``img_size``, normalized with ``mean`` and ``std``; the class names."""
+        classes = getattr(self, "classes", None)
+        return {
+            "input": "image",
+            "in_channels": self.in_channels,
+            "img_size": list(self.img_size),
+            "mean": [float(value) for value in self.mean],
+            "std": [float(value) for value in self.std],
+            "classes": [str(name) for name in classes] if classes is not None else None,
+        }
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and "train" not in self.datasets:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.base import SplitLoaders, check_batch_and_split, make_loader, split_indices
+from datamodules.base import SavesPreprocessing, SplitLoaders, check_batch_and_split, make_loader, split_indices
 
 SPLITS = ("train", "val", "test")
 
@@ -48,7 +48,7 @@ FUNCTIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], int, tuple[fl
 }
 
 
-class RegressionDataModule(SplitLoaders, L.LightningDataModule):
+class RegressionDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     """Base of the regression datamodules: holds the three splits' tensors and their statistics.
 
     A subclass calls :meth:`set_splits` with the features ``(N, F)`` and targets ``(N, T)`` of each split in
@@ -75,6 +75,11 @@ class RegressionDataModule(SplitLoaders, L.LightningDataModule):
             split: TensorDataset(x.float(), ((y - self._target_mean) / self._target_std).float())
             for split, (x, y) in splits.items()
         }
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Feature vectors in original units (the model standardizes them itself)."""
+        return {"input": "features", "in_features": self.in_features, "out_features": self.out_features}
 
     @property
     def in_features(self) -> int:

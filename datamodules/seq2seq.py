@@ -12,14 +12,14 @@ set (nor a test source in validation), so exact-match accuracy measures generali
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import make_loader
+from datamodules.base import SavesPreprocessing, make_loader
 
 PAD, BOS, EOS = 0, 1, 2
 NUM_SPECIAL = 3
@@ -78,7 +78,7 @@ def collate_pairs(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Seq2S
     )
 
 
-class Seq2SeqDataModule(L.LightningDataModule):
+class Seq2SeqDataModule(SavesPreprocessing, L.LightningDataModule):
     """Generated digit-string tasks with exact answers.
 
     Args:
@@ -125,6 +125,11 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.max_length = 2 * max_length + 1 if task == "addition" else max_length
         self.batch_size = batch_size
         self.datasets: dict[str, PairDataset] = {}
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Sources as text in ``vocab``, of at most ``max_length`` characters."""
+        return {"input": "text", "vocab": self.vocab, "max_length": self.max_length}
 
     def _number(self, generator: torch.Generator) -> str:
         length = int(torch.randint(self.min_length, self.digits + 1, (1,), generator=generator))

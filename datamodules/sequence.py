@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import SplitLoaders, check_batch_and_split, make_loader, split_indices
+from datamodules.base import SavesPreprocessing, SplitLoaders, check_batch_and_split, make_loader, split_indices
 
 #: Target of padded steps in tagging batches (what cross-entropy ignores by default).
 IGNORE_INDEX = -100
@@ -141,7 +141,7 @@ def split_positions(n: int, val_fraction: float, seed: int, split: SplitName) ->
     return torch.arange(n - n_val), torch.arange(n - n_val, n)
 
 
-class SequenceDataModule(SplitLoaders, L.LightningDataModule):
+class SequenceDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     """Base of the sequence datamodules.
 
     Subclasses set ``num_classes``, ``vocab_size`` (0 for float features), ``in_features`` and ``max_length``
@@ -182,6 +182,13 @@ class SequenceDataModule(SplitLoaders, L.LightningDataModule):
         self.batch_size, self.val_fraction, self.split, self.seed = batch_size, val_fraction, split, seed
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.datasets: dict[str, SequenceDataset] = {}
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Token ids below ``vocab_size``, or float series of ``in_features`` taken as they are."""
+        if self.vocab_size:
+            return {"input": "tokens", "vocab_size": self.vocab_size, "max_length": self.max_length}
+        return {"input": "series", "in_features": self.in_features, "max_length": self.max_length}
 
     def load_sequences(
         self, train: bool

@@ -8,7 +8,7 @@ RNN could exploit. The images come from the image datamodules (:class:`~datamodu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -32,6 +32,16 @@ class _ImagesAsSequences(SequenceDataModule):
         self.images, self.mode, self.permute = images, mode, permute
         channels, (height, width) = images.in_channels, images.img_size
         self.max_length, self.in_features = (height, width * channels) if mode == "rows" else (height * width, channels)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Rows (or pixels) of [0, 1] pixel values, normalized per feature with the images' channel statistics."""
+        channels = self.images.in_channels
+        mean = [float(self.images.mean[f % channels]) for f in range(self.in_features)]
+        std = [float(self.images.std[f % channels]) for f in range(self.in_features)]
+        classes = [str(name) for name in getattr(self.images, "classes", range(self.num_classes))]
+        spec = {"input": "series", "in_features": self.in_features, "max_length": self.max_length}
+        return {**spec, "mean": mean, "std": std, "classes": classes, "permuted": self.permute}
 
     def prepare_data(self) -> None:
         self.images.prepare_data()

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from datamodules.base import check_batch_and_split, collate_batched, make_loader
+from datamodules.base import SavesPreprocessing, check_batch_and_split, collate_batched, make_loader
 
 IGNORE_INDEX = -100
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +80,7 @@ class WindowDataset(Dataset):
         return self.inputs[offsets], self.targets[offsets]
 
 
-class CharTextDataModule(L.LightningDataModule):
+class CharTextDataModule(SavesPreprocessing, L.LightningDataModule):
     """Character-level language modelling on one text file.
 
     Args:
@@ -122,6 +123,11 @@ class CharTextDataModule(L.LightningDataModule):
         self.path, self.block_size, self.batch_size = path, block_size, batch_size
         self._text: str | None = None
         self.datasets: dict[str, WindowDataset] = {}
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Text in the file's vocabulary (``vocab``)."""
+        return {"input": "text", "vocab": self.vocab, "block_size": self.block_size}
 
     @property
     def text(self) -> str:

@@ -38,7 +38,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import SplitLoaders, make_loader
+from datamodules.base import SavesPreprocessing, SplitLoaders, make_loader
 
 ScalerName = Literal["standard", "minmax", "none"]
 MissingName = Literal["mask", "ffill"]
@@ -148,7 +148,7 @@ def _collate(batch: ForecastBatch | list[ForecastBatch]) -> ForecastBatch:
     return ForecastBatch(*(torch.stack(parts) for parts in zip(*batch, strict=True)))
 
 
-class TimeSeriesDataModule(SplitLoaders, L.LightningDataModule):
+class TimeSeriesDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     """Forecasting windows from a named statsmodels series, a CSV file, or an array / DataFrame.
 
     The sizes and statistics a forecaster needs (``input_size``, ``horizon``, ``in_features``, ``out_features``,
@@ -411,6 +411,22 @@ class TimeSeriesDataModule(SplitLoaders, L.LightningDataModule):
     def target_names(self) -> list[str]:
         """The target columns, in output order."""
         return list(self._data["targets"])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Windows of ``input_size`` steps of the ``in_features`` columns (targets first) in original units, scaled
+        with the training span's ``mean`` (center) and ``std`` (scale) of each column."""
+        data = self._data
+        return {
+            "input": "series",
+            "input_size": self.input_size,
+            "horizon": self.horizon,
+            "in_features": self.in_features,
+            "mean": [float(value) for value in data["center"]],
+            "std": [float(value) for value in data["scale"]],
+            "targets": [str(name) for name in data["targets"]],
+            "covariates": [str(name) for name in data["covariates"]],
+        }
 
     def inverse_transform(self, scaled: torch.Tensor) -> torch.Tensor:
         """Targets ``(..., T)`` from scaled back to original units."""

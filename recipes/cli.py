@@ -274,19 +274,20 @@ def _data_input(cls: type) -> str:
 
 
 def _tools() -> dict[str, Callable[[list[str]], Any]]:
-    """``zoo <tool>``: programs beside LightningCLI's subcommands, each a ``main(args)``; imported when asked for."""
-    from recipes import explain, export, predict, sample, serve
+    """``zoo <tool>``: the programs of :mod:`recipes.tools` beside LightningCLI's subcommands, each a ``main(args)``;
+    imported when asked for (they need optional packages)."""
+    from recipes.tools import explain, export, predict, quantize, serve
 
     return {
         "export": export.main,
         "predict": predict.main,
         "serve": serve.main,
         "explain": explain.main,
-        "sample": sample.main,
+        "quantize": quantize.main,
     }
 
 
-TOOL_NAMES = ("export", "predict", "serve", "explain", "sample")
+TOOL_NAMES = ("export", "predict", "serve", "explain", "quantize")
 
 
 def _tool(args: Sequence[str]) -> Callable[[list[str]], Any] | None:
@@ -310,7 +311,7 @@ def main(args: Sequence[str] | None = None) -> Any:
     if tool is not None:
         return tool(args[1:])
     if not args:
-        rank_zero_info("usage: zoo {list,fit,validate,test,predict,export,serve,explain,sample} [--model NAME] ...")
+        rank_zero_info("usage: zoo {list,fit,validate,test,predict,export,serve,explain,quantize} [--model NAME] ...")
     return ZooCLI(args=expand_short_names(args), parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
 
 

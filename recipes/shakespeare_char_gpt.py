@@ -4,7 +4,7 @@ python -m recipes.shakespeare_char_gpt fit                         # ../shared/d
 python -m recipes.shakespeare_char_gpt fit --data.init_args.path my_corpus.txt --trainer.max_steps 20000
 python -m recipes.shakespeare_char_gpt fit --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed
 python -m recipes.shakespeare_char_gpt fit --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
-python -m recipes.sample --ckpt_path logs/shakespeare_char_gpt/version_0/checkpoints/last.ckpt --prompt "ROMEO:"
+zoo predict --ckpt_path logs/shakespeare_char_gpt/version_0/checkpoints/last.ckpt --text "ROMEO:"
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The same text, split, windows, batch, steps, warmup and cosine decay as shakespe
 
 python -m recipes.shakespeare_char_lstm fit
 python -m recipes.shakespeare_char_lstm fit --trainer.accelerator gpu --trainer.devices 1
-python -m recipes.sample --ckpt_path logs/shakespeare_char_lstm/version_0/checkpoints/last.ckpt --prompt "ROMEO:"
+zoo predict --ckpt_path logs/shakespeare_char_lstm/version_0/checkpoints/last.ckpt --text "ROMEO:"
 """
 
 from __future__ import annotations

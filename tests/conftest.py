@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -28,6 +31,51 @@ def run_benchmark(name: str, *args: str, timeout: int = 600, cwd: Path | None = 
     """Run ``benchmarks/<name>.py`` as its users do (a script in its own process) and return the finished process."""
     command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
+    """Poll ``url/health`` until it answers 200; fail early when ``process`` (the server) exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {process.stderr.read().decode()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"no answer from {url}/health within {timeout} s")
+
+
+class ThreadServer:
+    """uvicorn serving ``app`` from a thread on a free 127.0.0.1 port (a second process would import torch again);
+    ``with ThreadServer(app) as url:`` starts it and stops it."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.url = f"http://127.0.0.1:{(port := free_port())}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        wait_until_healthy(self.url)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:

@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import QUIET
+from conftest import QUIET, quiet_trainer
 from torch import nn
 
 import zoo
@@ -189,7 +189,7 @@ def test_attention_map_logger_logs_one_image_per_sample(monkeypatch):
 def test_attention_map_logger_validates_and_needs_the_hook():
     with pytest.raises(ValueError, match="num_samples"):
         AttentionMapLogger(num_samples=0)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    trainer = quiet_trainer()
     with pytest.raises(TypeError, match="attention_maps"):
         AttentionMapLogger().setup(trainer, zoo.create_model("gru_tagger_test"), "fit")
 

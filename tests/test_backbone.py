@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+from conftest import quiet_trainer
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -23,12 +24,7 @@ def _trainer(**kwargs) -> L.Trainer:
     # Two steps: timm zero-initializes each block's last BatchNorm weight, so the first step gives the rest of the
     # block no gradient.
     kwargs.setdefault("max_steps", 2)
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    return quiet_trainer(
         limit_val_batches=0,
         num_sanity_val_steps=0,
         **kwargs,

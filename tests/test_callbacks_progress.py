@@ -1,22 +1,10 @@
-import lightning as L
-import torch
+"""RichProgressBar: Lightning's, redrawn every ``refresh_rate`` batches rather than on every one."""
+
+from conftest import quiet_trainer
 from lightning.pytorch.callbacks import RichProgressBar as LightningRichProgressBar
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from callbacks import RichProgressBar
-
-
-class _Tiny(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 2)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return torch.nn.functional.cross_entropy(self.layer(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def _count_metric_updates(bar_cls: type, refresh_rate: int) -> int:
@@ -27,9 +15,14 @@ def _count_metric_updates(bar_cls: type, refresh_rate: int) -> int:
             calls.append(trainer.global_step)
             super()._update_metrics(trainer, pl_module)
 
-    data = DataLoader(TensorDataset(torch.randn(46, 4), torch.randint(0, 2, (46,))), batch_size=2)  # 23 batches
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, callbacks=[Counting(refresh_rate)])
-    trainer.fit(_Tiny(), data)
+    trainer = quiet_trainer(
+        max_epochs=1,
+        limit_train_batches=23,
+        limit_val_batches=0,
+        enable_progress_bar=True,
+        callbacks=[Counting(refresh_rate)],
+    )
+    trainer.fit(BoringModel())
     return len(calls)
 
 

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
@@ -22,10 +23,6 @@ def _images(n: int = 16, side: int = 16, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 1, 4, 4, generator=generator)
     return F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
-
-
-def _trainer() -> L.Trainer:
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
 
 
 @pytest.mark.parametrize("name", DENOISERS)
@@ -54,7 +51,7 @@ def test_logged_psnr_equals_an_independent_computation():
     pixels = _images(12)
     normalized = (pixels - MEAN[0]) / STD[0]
     loader = DataLoader(TensorDataset(normalized, torch.zeros(12, dtype=torch.long)), batch_size=5)
-    metrics = _trainer().validate(model, loader, verbose=False)[0]
+    metrics = quiet_trainer().validate(model, loader, verbose=False)[0]
 
     squared_out, squared_in = 0.0, 0.0
     with torch.no_grad():
@@ -71,7 +68,7 @@ def test_logged_psnr_equals_an_independent_computation():
     assert metrics["val/psnr_input"] == pytest.approx(expected_in, abs=1e-3)
     assert 12 < expected_in < 16  # sigma 0.2 -> about 14 dB before clipping; the noise was really added
     # fixed validation noise: a second pass gives the same numbers
-    assert _trainer().validate(model, loader, verbose=False)[0]["val/psnr"] == pytest.approx(metrics["val/psnr"])
+    assert quiet_trainer().validate(model, loader, verbose=False)[0]["val/psnr"] == pytest.approx(metrics["val/psnr"])
 
 
 def test_noise_models_and_batch_forms():
@@ -94,7 +91,7 @@ def test_noise_models_and_batch_forms():
 def test_predict_returns_denoised_pixels():
     model = zoo.create_model("unet_denoiser_small", img_size=16, mean=MEAN, std=STD).eval()
     loader = DataLoader(TensorDataset(torch.randn(6, 1, 16, 16)), batch_size=4)
-    batches = _trainer().predict(model, loader)
+    batches = quiet_trainer().predict(model, loader)
     assert [tuple(b.shape) for b in batches] == [(4, 1, 16, 16), (2, 1, 16, 16)]
     assert all(b.min() >= 0 and b.max() <= 1 for b in batches)
 

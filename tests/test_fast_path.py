@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import QUIET
+from conftest import QUIET, quiet_trainer
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 import zoo
@@ -19,17 +19,7 @@ from recipes.cli import RECIPES_DIR
 
 
 def _trainer(*callbacks: L.Callback, precision: str = "32-true", steps: int = 4) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        precision=precision,
-        limit_val_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-    )
+    return quiet_trainer(max_steps=steps, precision=precision, limit_val_batches=2, callbacks=list(callbacks))
 
 
 def _loader(model: L.LightningModule, batches: int = 4) -> torch.utils.data.DataLoader:

@@ -7,11 +7,10 @@ import json
 import math
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, run_benchmark
+from conftest import QUIET, quiet_trainer, run_benchmark
 
 import zoo
 from callbacks import ForecastPlotLogger
@@ -28,11 +27,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _trainer(**kwargs) -> L.Trainer:
-    defaults = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    return L.Trainer(**{**defaults, **kwargs})
 
 
 def _series(n: int = 120, seed: int = 0) -> np.ndarray:
@@ -98,7 +92,7 @@ def test_metrics_equal_numpy_on_masked_targets_in_original_units():
     model = _linked(zoo.NaiveForecaster, dm)
     with torch.no_grad():
         model.log_scale.copy_(torch.tensor([[0.1, -0.3], [0.2, 0.0], [0.5, 0.4]]))
-    metrics = _trainer().test(model, datamodule=dm, verbose=False)[0]
+    metrics = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
     std = model.log_scale.detach().exp().numpy() * np.array(dm.target_std)
     z = 1.6448536269514722  # the 95% normal quantile: a central 90% interval
     expected = _numpy_metrics(dm, lambda x: np.repeat(x[:, -1:, :2], 3, axis=1), std, z)
@@ -111,7 +105,7 @@ def test_seasonal_naive_metrics_by_horizon_step_equal_numpy():
     dm = _datamodule(season_length=2)
     model = _linked(zoo.SeasonalNaiveForecaster, dm, distribution="none")
     assert model.hparams.season_length == 2 and not list(model.parameters())
-    metrics = _trainer().test(model, datamodule=dm, verbose=False)[0]
+    metrics = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
     expected = _numpy_metrics(dm, lambda x: x[:, [-2, -1, -2], :2])
     assert "test/coverage" not in metrics
     for key, value in expected.items():
@@ -135,7 +129,7 @@ def test_rules_forecast_exactly_their_rule():
 def test_rule_without_parameters_fits_by_evaluating_only():
     dm = _datamodule()
     model = _linked(zoo.NaiveForecaster, dm, distribution="none")
-    trainer = _trainer(max_epochs=2)
+    trainer = quiet_trainer(max_epochs=2)
     trainer.fit(model, datamodule=dm)
     assert trainer.state.finished and "val/mae" in trainer.callback_metrics and not list(model.parameters())
     assert model.monitor == ("val/loss", "min")
@@ -144,9 +138,9 @@ def test_rule_without_parameters_fits_by_evaluating_only():
 def test_training_a_rule_fits_only_its_interval():
     dm = _datamodule()
     model = _linked(zoo.NaiveForecaster, dm, lr=0.05, weight_decay=0.0)
-    before = _trainer().test(model, datamodule=dm, verbose=False)[0]
-    _trainer(max_epochs=15).fit(model, datamodule=dm)
-    after = _trainer().test(model, datamodule=dm, verbose=False)[0]
+    before = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
+    quiet_trainer(max_epochs=15).fit(model, datamodule=dm)
+    after = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
     assert after["test/mae"] == before["test/mae"] and after["test/coverage"] != before["test/coverage"]
     # the maximum-likelihood scale of each step is the RMS of the training residuals
     batch = dm.datasets["train"].__getitems__(list(range(len(dm.datasets["train"]))))
@@ -160,12 +154,12 @@ def test_networks_with_a_gaussian_head_predict_in_original_units_from_a_checkpoi
     dm = _datamodule()
     links = {key: getattr(dm, key) for key in zoo.Forecaster.data_links}
     model = zoo.create_model(name, distribution="gaussian", **links)
-    trainer = _trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     restored = type(model).load_from_checkpoint(tmp_path / "model.ckpt", weights_only=True)
     assert restored.hparams.target_mean == dm.target_mean and restored.hparams.mase_scale == dm.mase_scale
-    outputs = _trainer().predict(restored, dm.test_dataloader())
+    outputs = quiet_trainer().predict(restored, dm.test_dataloader())
     forecast = torch.cat([out["forecast"] for out in outputs])
     batch = dm.datasets["test"].__getitems__(list(range(len(dm.datasets["test"]))))
     model.eval()
@@ -175,7 +169,7 @@ def test_networks_with_a_gaussian_head_predict_in_original_units_from_a_checkpoi
     torch.testing.assert_close(forecast, expected)
     lower, upper = torch.cat([out["lower"] for out in outputs]), torch.cat([out["upper"] for out in outputs])
     assert (lower < forecast).all() and (forecast < upper).all()
-    metrics = _trainer().test(restored, datamodule=dm, verbose=False)[0]
+    metrics = quiet_trainer().test(restored, datamodule=dm, verbose=False)[0]
     assert 0 <= metrics["test/coverage"] <= 1 and math.isfinite(metrics["test/mase"])
 
 
@@ -187,8 +181,8 @@ def test_forecast_plot_is_logged_as_an_image(tmp_path):
     logger = TensorBoardLogger(tmp_path, name="plot")
     model = _linked(zoo.NaiveForecaster, dm)
     plot = ForecastPlotLogger(every_n_epochs=1)
-    _trainer(logger=logger, max_epochs=1, callbacks=[plot]).fit(model, datamodule=dm)
-    _trainer(logger=logger, callbacks=[plot]).test(model, datamodule=dm, verbose=False)
+    quiet_trainer(logger=logger, max_epochs=1, callbacks=[plot]).fit(model, datamodule=dm)
+    quiet_trainer(logger=logger, callbacks=[plot]).test(model, datamodule=dm, verbose=False)
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert {"val/forecast", "test/forecast"} <= set(events.Tags()["images"])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from torch import nn
@@ -40,8 +41,8 @@ data:
 
 
 def _trainer(tmp_path: Path, max_epochs: int, **kwargs) -> L.Trainer:
-    defaults = dict(limit_train_batches=3, limit_val_batches=2, logger=False, enable_progress_bar=False)
-    return L.Trainer(max_epochs=max_epochs, enable_model_summary=False, default_root_dir=tmp_path, **defaults | kwargs)
+    defaults = dict(limit_train_batches=3, limit_val_batches=2, enable_checkpointing=True)
+    return quiet_trainer(max_epochs=max_epochs, default_root_dir=tmp_path, **defaults | kwargs)
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")  # the resume writes there too

@@ -1,4 +1,4 @@
-"""zoo.interpret against captum and hand computations, and `zoo explain` through its real entry point."""
+"""recipes.tools.interpret against captum and hand computations, and `zoo explain` through its real entry point."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from conftest import QUIET
 from PIL import Image
 
 import zoo
-from recipes import digits_cnn, explain
+from recipes import digits_cnn
 from recipes.cli import main as zoo_main
-from zoo.interpret import (
+from recipes.tools import explain
+from recipes.tools.interpret import (
     attention_heatmap,
     attention_maps,
     attention_rollout,
@@ -233,8 +234,8 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("method", ["ig", "saliency"])
 def test_explain_writes_overlays_of_data_samples(digits_checkpoint, tmp_path, method):
-    written = zoo_main(["explain", "--ckpt_path", str(digits_checkpoint), "--data-samples", "3", "--method", method,
-                        "--steps", "8", "--output", str(tmp_path / "out")])  # fmt: skip
+    written = zoo_main(["explain", "--ckpt_path", str(digits_checkpoint), "--data_samples", "3", "--data", "Digits",
+                        "--method", method, "--steps", "8", "--output", str(tmp_path / "out")])  # fmt: skip
     assert [path.name for path in written] == [f"{index:02d}_sample{index}_{method}.png" for index in range(3)]
     assert all(_png_size(path) == explain.FIGURE_SIZE for path in written)
 
@@ -245,30 +246,32 @@ def test_explain_reads_image_files_with_the_training_preprocessing(digits_checkp
     written = explain.main(["--ckpt_path", str(digits_checkpoint), "--inputs", str(image), "--output", str(tmp_path)])
     assert [path.name for path in written] == ["00_digit_ig.png"] and _png_size(written[0]) == explain.FIGURE_SIZE
     from datamodules import DigitsDataModule
+    from recipes.tools.predictor import Predictor
 
-    hparams = torch.load(digits_checkpoint, weights_only=True)["datamodule_hyper_parameters"]
-    model = zoo.load_from_checkpoint(digits_checkpoint)
-    prep = explain.preprocessing_for(model, hparams, explain.datamodule_class(hparams, None))
+    prep = Predictor.from_checkpoint(digits_checkpoint).preprocessing  # what the datamodule saved in the checkpoint
     assert (prep.img_size, prep.mean, prep.std) == ((8, 8), DigitsDataModule.mean, DigitsDataModule.std)
 
 
 def test_explain_attention_of_a_vit_preset(tmp_path):
     image = tmp_path / "cat.png"
     Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(image)
-    written = explain.main(["--model", "vit_tiny_patch4_32", "--data", "CIFAR10", "--inputs", str(image),
-                            "--method", "attention", "--output", str(tmp_path)])  # fmt: skip
+    written = explain.main(["--model", "vit_tiny_patch4_32", "--inputs", str(image), "--method", "attention",
+                            "--output", str(tmp_path)])  # fmt: skip
     assert _png_size(written[0]) == explain.FIGURE_SIZE
 
 
 def test_explain_errors_name_the_problem(digits_checkpoint, tmp_path):
     ckpt = ["--ckpt_path", str(digits_checkpoint)]
-    with pytest.raises(SystemExit, match="no such image file"):
+    with pytest.raises(SystemExit, match=r"Cannot decode image .*missing\.png"):
         explain.main([*ckpt, "--inputs", str(tmp_path / "missing.png")])
     with pytest.raises(SystemExit, match="no such checkpoint file"):
-        explain.main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--data-samples", "1"])
+        explain.main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--data_samples", "1", "--data", "Digits"])
+    samples = ["--data_samples", "1", "--data", "Digits"]
     with pytest.raises(SystemExit, match="needs a VisionTransformer"):
-        explain.main([*ckpt, "--data-samples", "1", "--method", "attention", "--output", str(tmp_path)])
+        explain.main([*ckpt, *samples, "--method", "attention", "--output", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"--target must be a class index in \[0, 10\)"):
-        explain.main([*ckpt, "--data-samples", "1", "--target", "12"])
-    with pytest.raises(SystemExit, match="needs the training datamodule"):
-        explain.main(["--model", "cnn_digits", "--data-samples", "1"])
+        explain.main([*ckpt, *samples, "--target", "12"])
+    with pytest.raises(SystemExit):  # a usage error: which datamodule's test images
+        explain.main(["--model", "cnn_digits", "--data_samples", "1"])
+    with pytest.raises(SystemExit, match="takes image classifiers; GPT is not one"):
+        explain.main(["--model", "gpt_test", "--inputs", str(tmp_path / "missing.png")])

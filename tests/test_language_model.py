@@ -10,12 +10,13 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import QUIET
+from conftest import QUIET, quiet_trainer
 
 import zoo
 from datamodules import CharTextDataModule
 from datamodules.text import IGNORE_INDEX, resolve_path
-from recipes import sample, shakespeare_char_gpt, shakespeare_char_lstm
+from recipes import shakespeare_char_gpt, shakespeare_char_lstm
+from recipes.tools import predict
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 SHAKESPEARE = Path(resolve_path("../shared/data/tinyshakespeare/input.txt"))
@@ -78,7 +79,7 @@ def test_loss_ignores_padded_targets_and_metrics_follow_the_loss(text_file):
 
     data = CharTextDataModule(str(text_file), block_size=16, batch_size=8)
     gpt = zoo.GPT(vocab=data.vocab, block_size=16, n_layer=1, n_head=2, n_embd=16)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
     (metrics,) = trainer.validate(gpt, data)
     assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-5)
     assert metrics["val/bpc"] == pytest.approx(metrics["val/loss"] / math.log(2), rel=1e-5)
@@ -158,7 +159,7 @@ def test_warmup_and_decay_are_counted_in_steps(text_file):
 def test_checkpoint_generates_with_no_data(text_file, tmp_path):
     data = CharTextDataModule(str(text_file), block_size=16)
     model = zoo.GPT(vocab=data.vocab, block_size=16, n_layer=1, n_head=2, n_embd=16)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer = quiet_trainer(max_epochs=0)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "lm.ckpt")
     text_file.unlink()
@@ -191,7 +192,7 @@ def test_gpt_recipe_reads_tiny_shakespeare_by_default():
     assert cli.model.vocab_size == 65 and cli.model.vocab.startswith("\n !")
 
 
-def test_sample_command_prints_text_from_a_checkpoint_with_no_data(text_file, tmp_path, monkeypatch, capsys):
+def test_predict_text_continues_a_checkpoint_with_no_data(text_file, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["--trainer.max_steps=2", "--data.init_args.batches_per_epoch=2", "--trainer.limit_val_batches=2"]
     cli = shakespeare_char_gpt.main(
@@ -200,7 +201,9 @@ def test_sample_command_prints_text_from_a_checkpoint_with_no_data(text_file, tm
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     text_file.unlink()
     capsys.readouterr()
-    text = sample.main(["--ckpt_path", str(last), "--prompt", "Speak", "--max_new_tokens", "25", "--top_k", "5"])
+    args = ["--ckpt_path", str(last), "--text", "Speak", "--max_new_tokens", "25", "--sample_top_k", "5"]
+    (answer,) = predict.main(args)
+    text = answer["output"]
     assert capsys.readouterr().out == text + "\n" and text.startswith("Speak") and len(text) == 30
     with pytest.raises(SystemExit, match=r"characters \['#'\] are not in the model's vocabulary"):
-        sample.main(["--ckpt_path", str(last), "--prompt", "Speak#"])
+        predict.main(["--ckpt_path", str(last), "--text", "Speak#"])

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer
 
 import zoo
 from zoo.tasks import ClassificationTask
@@ -127,7 +127,7 @@ def test_overfits_one_small_batch(name):
 def test_checkpoint_round_trip_with_weights_only(name, tmp_path):
     """Hyperparameters are primitives: the checkpoint loads with weights_only=True and rebuilds the same model."""
     model = zoo.create_model(name, lr=0.05)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer = quiet_trainer(max_epochs=0)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)

@@ -1,6 +1,6 @@
-"""`zoo predict` and zoo.inference on a digits CNN and a character GPT, each trained briefly by its recipe: images
-written as PNG files get the same predictions as the model's own forward on the datamodule's tensors, an ONNX file
-agrees with its checkpoint, and bad input fails with a message naming what is wrong."""
+"""`zoo predict` and the tools' inference path on a digits CNN and a character GPT, each trained briefly by its
+recipe: images written as PNG files get the same predictions as the model's own forward on the datamodule's
+tensors, an ONNX file agrees with its checkpoint, and bad input fails with a message naming what is wrong."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from PIL import Image
 
 import zoo
 from datamodules import DigitsDataModule, ImageFolderDataModule
+from datamodules.base import ImageDecodeError, ImageTooLargeError
 from datamodules.transforms import normalize_batch
 from recipes import digits_cnn, shakespeare_char_gpt
 from recipes.cli import main as zoo_main
-from recipes.export import main as export
-from recipes.predict import main as predict
-from zoo.inference import InputError, Predictor, Preprocessing, collect_images
+from recipes.tools.export import main as export
+from recipes.tools.inference import Preprocessing
+from recipes.tools.predict import main as predict
+from recipes.tools.predictor import InputError, Predictor, collect_images
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 N_IMAGES = 24
@@ -49,7 +51,7 @@ def digits(tmp_path_factory) -> dict:
     mean, std = torch.tensor(DigitsDataModule.mean), torch.tensor(DigitsDataModule.std)
     with torch.no_grad():
         probabilities = model(normalize_batch(images, mean, std)).softmax(-1)
-    onnx = export(["--ckpt_path", ckpt, "--output", str(tmp / "digits.onnx")])  # `zoo export`, with zoo.preprocess
+    onnx = export(["--ckpt_path", ckpt, "--output", str(tmp / "digits.onnx")])  # `zoo export`, with the data's
     return {
         "ckpt": ckpt,
         "onnx": str(onnx),
@@ -100,9 +102,10 @@ def test_onnx_agrees_with_the_checkpoint(digits):
         assert a["class"] == b["class"]
         assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)
     onnx = Predictor.load(digits["onnx"])
-    assert onnx.preprocessing == Predictor.load(digits["ckpt"]).preprocessing  # zoo.preprocess, written by zoo export
+    assert onnx.preprocessing == Predictor.load(digits["ckpt"]).preprocessing  # written into the file by zoo export
     assert onnx.metadata()["classes"] == [str(digit) for digit in range(10)]
-    assert onnx.input_shape == [None, 1, 8, 8] and onnx.input_dtype == "float32" and onnx.task == "ImageClassifier"
+    assert onnx.metadata()["task"] == "ImageClassifier" and onnx.task is zoo.CNN
+    assert onnx.input_shape == [None, 1, 8, 8] and onnx.input_dtype == "uint8"  # pixels; the file normalizes
 
 
 def test_rgb_and_larger_images_are_converted_like_the_training_data(digits, tmp_path):
@@ -125,37 +128,44 @@ def test_rgb_and_larger_images_are_converted_like_the_training_data(digits, tmp_
     data.setup("test")
     for index, label in enumerate(("a", "b")):
         expected, _ = data.datasets["test"][index]
-        read = predictor.load_image(str(tmp_path / "tree" / "test" / label / "photo.png"))
-        torch.testing.assert_close(read, expected, rtol=0, atol=1e-5)
+        read = predictor.load_image(str(tmp_path / "tree" / "test" / label / "photo.png"))  # uint8 at the model's size
+        normalized = predictor.backend.module.normalize(read.unsqueeze(0))[0]  # what the model then reads
+        torch.testing.assert_close(normalized, expected, rtol=0, atol=1e-5)
     results = predictor.predict_images([str(tmp_path / "rgb.png")])
     assert results[0]["index"] == digits["probabilities"][0].argmax().item()
 
 
 def test_tensor_inputs_are_checked_against_the_model_input(digits):
+    """Image models read uint8 pixels as tensors too (the data's own units): the answers equal the images'."""
     predictor = Predictor.load(digits["ckpt"])
-    x = normalize_batch(digits["images"][:4], torch.tensor(DigitsDataModule.mean), torch.tensor(DigitsDataModule.std))
+    x = digits["images"][:4]
     results = predictor.predict_tensor(x, top_k=1)
     assert [result["index"] for result in results] == digits["probabilities"][:4].argmax(-1).tolist()
     assert predictor.predict_tensor(x[0])[0]["index"] == results[0]["index"]  # one sample without the batch dim
-    with pytest.raises(InputError, match=r"expects inputs of shape \(B, 1, 8, 8\) float32, got shape \(4, 3, 8, 8\)"):
+    with pytest.raises(InputError, match=r"expects inputs of shape \(B, 1, 8, 8\) uint8, got shape \(4, 3, 8, 8\)"):
         predictor.predict_tensor(x.expand(4, 3, 8, 8))
-    with pytest.raises(InputError, match=r"\(B, 1, 8, 8\) float32, got shape \(1, 1, 28, 28\)"):
-        predictor.predict_tensor(torch.zeros(1, 1, 28, 28))
+    with pytest.raises(InputError, match=r"\(B, 1, 8, 8\) uint8, got shape \(1, 1, 28, 28\)"):
+        predictor.predict_tensor(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(InputError, match=r"\(B, 1, 8, 8\) uint8, got dtype torch.float32"):
+        predictor.predict_tensor(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(InputError, match=r"reads pixel values in \[0, 255\], got \[0, 300\]"):
+        predictor.predict_tensor(torch.tensor([[[[0, 300] * 4] * 8]]))
 
 
 def test_unreadable_files_and_wrong_modes_are_named(digits, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
-    with pytest.raises(SystemExit, match=r"notes\.png: cannot read it as an image"):
+    with pytest.raises(SystemExit, match=r"Cannot decode image .*notes\.png"):
         predict(["--ckpt_path", digits["ckpt"], "--inputs", str(digits["folder"]), str(tmp_path / "notes.png")])
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")  # 16-bit grey
-    with pytest.raises(SystemExit, match=r"deep\.png: image mode 'I(;16)?' is not read.*8-bit grayscale"):
+    with pytest.raises(SystemExit, match=r"deep\.png: image mode 'I(;16)?' is not read.*8-bit grayscale or RGB"):
         predict(["--ckpt_path", digits["ckpt"], "--inputs", str(tmp_path / "deep.png")])
     predictor = Predictor.load(digits["ckpt"])
     predictor.max_pixels = 1000
     Image.fromarray(np.zeros((40, 30), dtype=np.uint8)).save(tmp_path / "large.png")
-    with pytest.raises(InputError, match=r"large\.png: 30x40 pixels is more than the 1000") as error:
+    with pytest.raises(ImageTooLargeError, match=r"large\.png: 30x40 pixels is more than the 1000"):
         predictor.predict_images([str(tmp_path / "large.png")])
-    assert error.value.status == 413
+    with pytest.raises(ImageDecodeError):
+        predictor.load_image(b"not an image either")
     with pytest.raises(SystemExit, match=r"missing\.png: no such file or folder"):
         predict(["--ckpt_path", digits["ckpt"], "--inputs", str(tmp_path / "missing.png")])
     (tmp_path / "empty").mkdir()
@@ -165,7 +175,7 @@ def test_unreadable_files_and_wrong_modes_are_named(digits, tmp_path):
         predict(["--ckpt_path", digits["ckpt"], "--text", "hello"])
     with pytest.raises(SystemExit, match=r"no such checkpoint file"):
         predict(["--ckpt_path", str(tmp_path / "none.ckpt"), "--inputs", str(digits["folder"])])
-    with pytest.raises(SystemExit, match=r"not a readable ONNX model"):
+    with pytest.raises(SystemExit, match=r"notes\.png is not a readable exported model"):
         predict(["--onnx", str(tmp_path / "notes.png"), "--inputs", str(digits["folder"])])
 
 
@@ -180,7 +190,7 @@ def test_collect_images_walks_folders_recursively_and_keeps_named_files(tmp_path
 def test_preprocessing_of_a_checkpoint_comes_from_its_datamodule(digits):
     preprocessing = Predictor.load(digits["ckpt"]).preprocessing
     assert preprocessing == Preprocessing(
-        in_channels=1, img_size=(8, 8), mean=(0.3055,), std=(0.3760,), classes=tuple("0123456789")
+        input="image", in_channels=1, img_size=(8, 8), mean=(0.3055,), std=(0.3760,), classes=tuple("0123456789")
     )
     assert Preprocessing.from_dict(json.loads(json.dumps(preprocessing.to_dict()))) == preprocessing
 
@@ -222,11 +232,11 @@ def test_onnx_language_model_generates_what_the_checkpoint_does(language_model):
     ckpt, onnx = Predictor.load(language_model["ckpt"]), Predictor.load(language_model["onnx"])
     assert onnx.kind == "text" and onnx.preprocessing.vocab == ckpt.preprocessing.vocab
     for temperature in (0.0, 1.0):
-        a = ckpt.generate("Before we", 30, temperature, seed=3)
-        b = onnx.generate("Before we", 30, temperature, seed=3)
+        a = ckpt.predict_text("Before we", 30, temperature, seed=3)
+        b = onnx.predict_text("Before we", 30, temperature, seed=3)
         assert a == b
     with pytest.raises(InputError, match="not in the model's vocabulary"):
-        onnx.generate("~")
+        onnx.predict_text("~")
     with pytest.raises(InputError, match=r"token ids in \[0, \d+\]"):
         onnx.predict_tensor(torch.full((1, 4), 999))
 
@@ -235,13 +245,9 @@ def test_sequence_to_sequence_model_answers_text():
     torch.manual_seed(0)
     model = zoo.create_model("seq2seq_transformer_test", vocab="0123456789", max_length=6).eval()
     predictor = Predictor.from_model(model)
-    assert predictor.kind == "text" and predictor.task == "Seq2SeqTask"
-    assert predictor.generate("3141") == {
-        "input": "3141",
-        "output": model.generate("3141"),
-        "continuation": model.generate("3141"),
-    }
+    assert predictor.kind == "text" and predictor.metadata()["task"] == "Seq2SeqTask"
+    assert predictor.predict_text("3141") == {"input": "3141", "output": model.generate("3141")}
+    ids = model.encode_text("3141").unsqueeze(0)  # the same source as ids
+    assert predictor.predict_tensor(ids)[0]["output"] == model.generate("3141")
     with pytest.raises(InputError, match="max_length"):
-        predictor.generate("1234567")
-    with pytest.raises(InputError, match=r'answers text: send \{"text"'):
-        predictor.predict_tensor(torch.zeros(1, 3, dtype=torch.long))
+        predictor.predict_text("1234567")

@@ -3,31 +3,17 @@
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from conftest import quiet_trainer
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from callbacks import NullProfiler
 
 
 def _weights_after_fit(profiler) -> list[torch.Tensor]:
     L.seed_everything(0)
-    model = torch.nn.Linear(4, 2)
-
-    class Task(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = model
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=4, shuffle=True)
-    trainer = L.Trainer(max_epochs=2, profiler=profiler, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
-    trainer.fit(Task(), data)
+    model = BoringModel()
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=8, limit_val_batches=0, profiler=profiler)
+    trainer.fit(model)
     assert trainer.global_step == 16
     return [p.detach().clone() for p in model.parameters()]
 

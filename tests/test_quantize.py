@@ -12,7 +12,7 @@ from torch import nn
 
 import zoo
 from datamodules import DigitsDataModule
-from zoo.quantize import (
+from recipes.tools.quantize import (
     UnsupportedModelError,
     load_quantized,
     quantize,
@@ -124,7 +124,7 @@ def test_load_errors_name_the_file(tmp_path: Path, mlp) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.pt: no such quantized model file"):
         load_quantized(tmp_path / "missing.pt", mlp)
     torch.save(mlp.state_dict(), tmp_path / "float.pt")
-    with pytest.raises(ValueError, match=r"float\.pt holds no state dict written by zoo\.quantize\.save_quantized"):
+    with pytest.raises(ValueError, match=r"float\.pt holds no state dict written by save_quantized \(zoo quantize\)"):
         load_quantized(tmp_path / "float.pt", mlp)
     with pytest.raises(ValueError, match="pass the float model"):
         load_quantized(tmp_path / "float.pt")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
-from conftest import QUIET
+from conftest import QUIET, quiet_trainer
 
 import zoo
 from datamodules import Seq2SeqDataModule
@@ -120,7 +119,7 @@ def test_metrics_of_a_perfect_and_a_wrong_decoder(monkeypatch):
         return answers[tuple(src.flatten().tolist())]
 
     monkeypatch.setattr(model, "generate", oracle)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
     (perfect,) = trainer.validate(model, data)
     assert perfect["val/exact_match"] == 1.0 and perfect["val/bleu"] == pytest.approx(1.0)
     monkeypatch.setattr(model, "generate", lambda src, *args, **kwargs: torch.full_like(src[:, :1], EOS))
@@ -145,7 +144,7 @@ def test_trained_model_answers_text_after_a_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     data = Seq2SeqDataModule("reverse", min_length=2, max_length=4, num_train=2000, num_val=64, num_test=64)
     model = zoo.LSTMSeq2Seq(vocab=data.vocab, max_length=4, embed_dim=16, hidden_size=32, lr=1e-2)
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=4)
     trainer.fit(model, data)
     assert trainer.callback_metrics["val/exact_match"] > 0.9
     trainer.save_checkpoint(tmp_path / "s2s.ckpt")

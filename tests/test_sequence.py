@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer
 
 import zoo
 from datamodules import (
@@ -69,7 +69,7 @@ def test_tagger_metrics_and_loss_count_valid_steps_only():
     torch.manual_seed(0)
     data = LocalExtremaDataModule(num_train=200, num_test=20, max_length=12, batch_size=32, val_fraction=0.5)
     model = zoo.RNNTagger(num_classes=3, vocab_size=16, max_length=12, hidden_size=8)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
     metrics = trainer.validate(model, data, verbose=False)[0]
     batch = pad_collate([data.datasets["val"][i] for i in range(len(data.datasets["val"]))])
     with torch.no_grad():
@@ -85,7 +85,7 @@ def test_tagger_metrics_and_loss_count_valid_steps_only():
 def test_classifier_trains_on_variable_length_batches_in_a_trainer():
     data = ParityDataModule(num_train=256, num_test=64, max_length=6, batch_size=32)
     model = zoo.create_model("gru_parity", max_length=6, lr=1e-2)
-    trainer = L.Trainer(max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=12)
     trainer.fit(model, data)
     assert trainer.test(model, data, verbose=False)[0]["test/acc"] > 0.9  # parity of up to 6 bits is learnable
 

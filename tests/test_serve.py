@@ -6,27 +6,24 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
+from conftest import ThreadServer, free_port, wait_until_healthy
 from PIL import Image
 
 import zoo
 from datamodules import DigitsDataModule
 from datamodules.transforms import normalize_batch
 from recipes import digits_cnn
-from recipes.export import main as export
-from recipes.serve import create_app
-from zoo.inference import Predictor
+from recipes.tools.export import main as export
+from recipes.tools.predictor import Predictor
+from recipes.tools.serve import create_app
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 MAX_BYTES = 100_000
@@ -35,30 +32,10 @@ N_IMAGES = 12
 NO_FILE = b'--b\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n--b--\r\n'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}: {process.stderr.read().decode()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"no answer from {url}/health within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +58,13 @@ def digits(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def server(digits) -> Iterator[str]:
     """`zoo serve --ckpt_path ...` in its own process on a free port; stopped at the end."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "recipes.cli", "serve", "--ckpt_path", digits["ckpt"], "--port", str(port)]
     command += ["--max_bytes", str(MAX_BYTES), "--log_level", "warning"]
     process = subprocess.Popen(command, cwd=digits["tmp"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(url, process)
+        wait_until_healthy(url, process)
         yield url
     finally:
         process.terminate()
@@ -96,24 +73,6 @@ def server(digits) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-class _ThreadServer:
-    """uvicorn serving ``app`` from a thread on a free port (a second process would import torch again)."""
-
-    def __init__(self, app) -> None:
-        self.url = f"http://127.0.0.1:{(port := _free_port())}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        _wait_until_healthy(self.url)
-        return self.url
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def _check_probabilities(predictions: list[dict], expected: torch.Tensor) -> None:
@@ -132,7 +91,7 @@ def test_health_and_metadata(server):
     metadata = httpx.get(f"{server}/metadata").json()
     assert metadata["model"] == "CNN" and metadata["task"] == "ImageClassifier" and metadata["source"] == "checkpoint"
     assert metadata["classes"] == [str(digit) for digit in range(10)]
-    assert metadata["input"]["shape"] == [None, 1, 8, 8] and metadata["input"]["dtype"] == "float32"
+    assert metadata["input"]["shape"] == [None, 1, 8, 8] and metadata["input"]["dtype"] == "uint8"
     assert metadata["input"]["preprocess"]["mean"] == [0.3055] and metadata["input"]["preprocess"]["img_size"] == [8, 8]
 
 
@@ -150,7 +109,7 @@ def test_uploads_and_tensors_give_the_model_outputs(server, digits):
         raw = client.post("/predict?top_k=2", content=files[3][1][1], headers={"Content-Type": "image/png"})
         assert raw.status_code == 200 and len(raw.json()["predictions"][0]["top_k"]) == 2
         _check_probabilities(raw.json()["predictions"], digits["probabilities"][3:4])
-        tensors = client.post("/predict", json={"inputs": digits["x"].tolist()})
+        tensors = client.post("/predict", json={"inputs": digits["images"].tolist()})  # uint8 pixels
         assert tensors.status_code == 200, tensors.text
         _check_probabilities(tensors.json()["predictions"], digits["probabilities"])
 
@@ -163,8 +122,8 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(server, digits)
         (400, '"inputs"', {"json": {"values": [1.0]}}),
         (
             422,
-            r"\(B, 1, 8, 8\) float32, got shape \(2, 3, 8, 8\)",
-            {"json": {"inputs": torch.zeros(2, 3, 8, 8).tolist()}},
+            r"\(B, 1, 8, 8\) uint8, got shape \(2, 3, 8, 8\)",
+            {"json": {"inputs": torch.zeros(2, 3, 8, 8, dtype=torch.uint8).tolist()}},
         ),
         (422, r"rectangular nested list", {"json": {"inputs": [[[[0.0, 1.0], [2.0]]]]}}),
         (422, r"rectangular nested list", {"json": {"inputs": [[[["a"] * 8] * 8]]}}),
@@ -177,25 +136,26 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(server, digits)
         ),
         (
             415,
-            r"notes\.png: cannot read it as an image",
+            r"Cannot decode image notes\.png",
             {"files": {"file": ("notes.png", b"not an image", "image/png")}},
         ),
         (
             415,
-            r"the upload: cannot read it as an image",
+            r"Cannot decode image the upload",
             {"content": b"GIF89a broken", "headers": {"Content-Type": "image/gif"}},
         ),
         (415, "unsupported content type 'text/plain'", {"content": b"7", "headers": {"Content-Type": "text/plain"}}),
         (400, "no file", {"content": NO_FILE, "headers": {"Content-Type": "multipart/form-data; boundary=b"}}),
         (
-            422,
+            415,
             r"deep\.png: image mode 'I(;16)?' is not read",
             {"files": {"file": ("deep.png", _png(deep), "image/png")}},
         ),
+        (422, r"reads pixel values in \[0, 255\]", {"json": {"inputs": [[[[300] * 8] * 8]]}}),
         (
             422,
             "top_k must be a positive integer",
-            {"json": {"inputs": digits["x"][:1].tolist()}, "params": {"top_k": "0"}},
+            {"json": {"inputs": digits["images"][:1].tolist()}, "params": {"top_k": "0"}},
         ),
     ]
     good = _png(digits["images"][0, 0].numpy())
@@ -212,7 +172,7 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(server, digits)
 @pytest.mark.slow
 def test_onnx_file_is_served_like_its_checkpoint(digits, tmp_path):
     onnx_path = export(["--ckpt_path", digits["ckpt"], "--output", str(tmp_path / "digits.onnx")])
-    with _ThreadServer(create_app(Predictor.from_onnx(onnx_path))) as url, httpx.Client(base_url=url) as client:
+    with ThreadServer(create_app(Predictor.from_onnx(onnx_path))) as url, httpx.Client(base_url=url) as client:
         metadata = client.get("/metadata").json()
         assert metadata["source"] == "onnx" and metadata["classes"] == [str(digit) for digit in range(10)]
         files = [
@@ -224,21 +184,23 @@ def test_onnx_file_is_served_like_its_checkpoint(digits, tmp_path):
         for prediction, row in zip(predictions, digits["probabilities"], strict=True):
             assert prediction["index"] == row.argmax().item()
             assert prediction["probability"] == pytest.approx(row.max().item(), abs=1e-5)
-        wrong = client.post("/predict", json={"inputs": [[0.0] * 8] * 8})  # (8, 8): neither batch nor channel
-        assert wrong.status_code == 422 and "(B, 1, 8, 8) float32, got shape (8, 8)" in wrong.json()["detail"]
+        wrong = client.post("/predict", json={"inputs": [[0] * 8] * 8})  # (8, 8): neither batch nor channel
+        assert wrong.status_code == 422 and "(B, 1, 8, 8) uint8, got shape (8, 8)" in wrong.json()["detail"]
 
 
 def test_language_model_continues_text(tmp_path):
     torch.manual_seed(0)
     model = zoo.GPT(vocab="\n abcdefgh", block_size=8, n_layer=1, n_head=2, n_embd=16).eval()
-    with _ThreadServer(create_app(Predictor.from_model(model))) as url, httpx.Client(base_url=url) as client:
+    with ThreadServer(create_app(Predictor.from_model(model))) as url, httpx.Client(base_url=url) as client:
         assert client.get("/metadata").json()["input"] == {
             "kind": "text",
             "shape": [None, None],
             "dtype": "int64",
             "preprocess": {
+                "input": "text",
                 **dict.fromkeys(("in_channels", "img_size", "mean", "std", "classes")),
                 "vocab": "\n abcdefgh",
+                "block_size": 8,
             },
         }
         answer = client.post("/predict", json={"text": "bad cab", "max_new_tokens": 20, "temperature": 1.0, "seed": 5})
@@ -249,7 +211,7 @@ def test_language_model_continues_text(tmp_path):
         assert unknown.status_code == 422 and "['x', 'y', 'z'] are not in the model's vocabulary" in unknown.text
         too_long = client.post("/predict", json={"text": "a", "max_new_tokens": 10**6})
         assert too_long.status_code == 422 and "max_new_tokens" in too_long.text
-        ids = client.post("/predict", json={"inputs": [[1, 2, 3]]})
-        assert ids.status_code == 200 and len(ids.json()["predictions"][0]["outputs"]) == 3  # (T, V) logits
+        ids = client.post("/predict?top_k=3", json={"inputs": [[1, 2, 3]]})
+        assert ids.status_code == 200 and len(ids.json()["predictions"][0]["next"]) == 3  # the 3 likeliest next
         assert client.post("/predict", json={"inputs": [[0.5, 2.0]]}).status_code == 422  # floats for token ids
         assert client.get("/health").json() == {"status": "ok"}

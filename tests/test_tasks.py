@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
@@ -196,7 +197,7 @@ def test_train_metric_buffer_is_bounded_in_elements(monkeypatch):
     sizes = []
     flush = model.flush_train_buffer
     monkeypatch.setattr(model, "flush_train_buffer", lambda: sizes.append(model._train_buffer_elements) or flush())
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, data)
     assert sizes[:10] == [2 * per_batch] * 10  # every second batch, never more held
     images, targets = data.datasets["train"].__getitems__(range(len(data.datasets["train"])))

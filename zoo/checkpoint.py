@@ -5,6 +5,8 @@
 - :func:`import_class` imports a class a file names only from trusted modules (importing a module runs its code).
 - :func:`model_from_checkpoint` builds the model a checkpoint describes and loads its weights;
   :func:`load_from_checkpoint` does both from a path.
+- :func:`data_preprocessing` finds the preprocessing the training data saved (normalization, sizes, class names):
+  a plain dict, read without building the datamodule.
 - :func:`to_primitive` turns hyperparameters into primitives, so checkpoints load with ``weights_only=True``.
 
 >>> import numpy as np
@@ -156,6 +158,30 @@ def load_from_checkpoint(path: str | os.PathLike[str], trusted: Sequence[str] = 
         ValueError: naming ``path`` when it is damaged, not a Lightning checkpoint, or of a class outside ``trusted``.
     """
     return model_from_checkpoint(read_checkpoint(path), str(path), trusted)
+
+
+#: Entries Lightning writes into every checkpoint (none of them is a datamodule's state).
+_LIGHTNING_ENTRIES = {
+    "state_dict",
+    "hyper_parameters",
+    "datamodule_hyper_parameters",
+    "callbacks",
+    "loops",
+    "optimizer_states",
+    "lr_schedulers",
+}
+
+
+def data_preprocessing(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``preprocessing`` a datamodule saved in the checkpoint (``checkpoint[<its class name>]``, written by
+    ``datamodules.base.SavesPreprocessing``), or ``None``. Reads only the checkpoint's own entries: no class is
+    imported, no datamodule built, no path it names is read."""
+    for key, value in checkpoint.items():
+        if key not in _LIGHTNING_ENTRIES and isinstance(value, Mapping):
+            found = value.get("preprocessing")
+            if isinstance(found, Mapping):
+                return to_primitive(found, "preprocessing")
+    return None
 
 
 # --- hyperparameters as primitives ------------------------------------------------------------------------------

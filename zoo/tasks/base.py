@@ -8,6 +8,9 @@ A task says only what differs (Lightning's own loop is the model: one loop, many
 - :meth:`TaskModule.update_metrics` and :meth:`TaskModule.epoch_values`, when its metrics take other arguments than
   the collection's ``update(**values)`` or it logs derived values (perplexity from the loss);
 - :meth:`TaskModule.predict_batch`: what ``predict_step`` returns;
+- for the tools (predict, serve, export): :meth:`TaskModule.preprocessing` (what the model reads),
+  :meth:`TaskModule.predict_tensors` (one input tensor to named output tensors in the data's units) and
+  :meth:`TaskModule.answers` (those outputs as answers: top-k classes, forecasts, images, text);
 - ``monitor``: the metric to checkpoint and stop on; ``data_links``: the init arguments that come from the data.
 
 The base owns ``training_step``, ``validation_step``, ``test_step``, ``predict_step``, the epoch hooks, the per-split
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar, Literal
 
@@ -90,6 +94,8 @@ class TaskModule(L.LightningModule):
     metric_buffer_elements: ClassVar[int] = 1 << 22
     #: Adam learning rate at which a model of this task overfits :meth:`example_batch` (the tests use it).
     overfit_lr: ClassVar[float] = 1e-3
+    #: Whether the model continues text token by token (a language model) rather than answering it in one pass.
+    generates_text: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -157,8 +163,32 @@ class TaskModule(L.LightningModule):
         return values
 
     def predict_batch(self, batch: Any) -> Any:
-        """What ``predict_step`` returns for a batch of inputs (or a batch in the training form)."""
+        """What ``predict_step`` returns for a batch of inputs (or a batch in the training form); by default the
+        outputs of :meth:`predict_tensors` (one tensor when there is one)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        outputs = self.predict_tensors(x)
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    # --- what the tools use: one path for predict, serve and export ---------------------------------------------------
+    def preprocessing(self) -> dict[str, Any]:
+        """What the model itself knows of its input, as primitives: ``input`` (``"image"``, ``"series"``,
+        ``"tokens"``, ``"text"`` or ``"features"``) and its sizes or vocabulary. The data's preprocessing, saved
+        with checkpoints, adds normalization and class names."""
         raise NotImplementedError
+
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named output tensors in the data's units for one input batch in the model's units (what predict, serve
+        and export run; traceable by ``torch.export``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def answers(
+        cls, outputs: Mapping[str, torch.Tensor], preprocessing: Mapping[str, Any], top_k: int = 5
+    ) -> list[dict[str, Any]]:
+        """One answer per sample from the outputs of :meth:`predict_tensors` (a class method: the tools call it for
+        exported files too); by default each output as nested lists."""
+        size = len(next(iter(outputs.values())))
+        return [{name: value[index].tolist() for name, value in outputs.items()} for index in range(size)]
 
     # --- what the registry-wide tests use ---------------------------------------------------------------------------
     def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> Any:

@@ -7,6 +7,7 @@ per-step outputs, which positions count (:meth:`~ClassificationTask.flatten_outp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -125,3 +126,28 @@ class ClassificationTask(TaskModule):
         else:  # `(x,)` from a TensorDataset of inputs alone, or a training-form batch
             inputs = (batch[0],) if len(batch) == 1 else self.unpack_batch(batch)[0]
         return self(*inputs).softmax(-1)
+
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"probabilities": self(x).softmax(-1)}
+
+    @classmethod
+    def answers(
+        cls, outputs: Mapping[str, torch.Tensor], preprocessing: Mapping[str, Any], top_k: int = 5
+    ) -> list[dict[str, Any]]:
+        """The ``top_k`` classes with their probabilities and names, per sample; per step for taggers (``tags``)."""
+        probabilities = outputs["probabilities"].float()
+        names = preprocessing.get("classes")
+        k = max(1, min(top_k, probabilities.shape[-1]))
+        values, indices = probabilities.topk(k, dim=-1)
+
+        def entry(index: int, value: float) -> dict[str, Any]:
+            return {"index": index, "class": names[index] if names else None, "probability": value}
+
+        answers = []
+        for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
+            if probabilities.ndim == 3:  # (T, k) per step: the most likely tag of each
+                answers.append({"tags": [entry(i[0], v[0]) for v, i in zip(row_values, row_indices, strict=True)]})
+            else:
+                top = [entry(i, v) for i, v in zip(row_indices, row_values, strict=True)]
+                answers.append({**top[0], "top_k": top})
+        return answers

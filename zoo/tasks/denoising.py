@@ -8,7 +8,7 @@ task adds Gaussian noise. Datasets of real noise may yield ``(noisy, clean)`` pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -153,7 +153,24 @@ class Denoiser(TaskModule):
         values = {} if split == "train" else {"output": output, "noisy": noisy, "clean": clean}
         return StepOutput(loss, clean.shape[0], values)
 
-    def predict_batch(self, batch: Any) -> torch.Tensor:
-        """Denoised images in [0, 1]; the batch (``x`` or ``(x, ...)``, normalized like the data) is the noisy input."""
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(self.to_pixels(x)).clamp(0, 1)
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Denoised images in [0, 1] (``image``); ``x`` is the noisy input, normalized like the data."""
+        return {"image": self(self.to_pixels(x)).clamp(0, 1)}
+
+    def preprocessing(self) -> dict[str, Any]:
+        mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
+        return {
+            "input": "image",
+            "in_channels": self.in_channels,
+            "img_size": list(self.img_size),
+            "mean": mean,
+            "std": std,
+        }
+
+    @classmethod
+    def answers(
+        cls, outputs: Mapping[str, torch.Tensor], preprocessing: Mapping[str, Any], top_k: int = 5
+    ) -> list[dict[str, Any]]:
+        """Each denoised image as uint8 ``(H, W, C)`` nested lists (``image``)."""
+        images = (outputs["image"].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return [{"image": image.tolist()} for image in images]

@@ -181,6 +181,9 @@ class Forecaster(TaskModule):
         self.check_input(x)
         return self.forecast(x)[0]
 
+    def preprocessing(self) -> dict[str, Any]:
+        return {"input": "series", "input_size": self.input_size, "in_features": self.in_features}
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the expected shape."""
         if x.ndim != 3 or x.shape[1] != self.input_size or x.shape[2] != self.in_features or not x.is_floating_point():
@@ -222,9 +225,8 @@ class Forecaster(TaskModule):
             values.update(lower=values["preds"] - half, upper=values["preds"] + half)
         return StepOutput(loss, observed.sum(), values)
 
-    def predict_batch(self, batch: Any) -> dict[str, torch.Tensor]:
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``forecast`` ``(B, H, T)`` in original units; with a Gaussian head also ``std``, ``lower`` and ``upper``."""
-        x = batch[0] if isinstance(batch, tuple | list) else batch
         self.check_input(x)
         loc, scale = self.forecast(x)
         out = {"forecast": self.to_original(loc)}

@@ -77,6 +77,9 @@ class ImageClassifier(ClassificationTask):
                 f"{type(self).__name__} expects input of shape (B, {channels}, {spatial}), got {tuple(x.shape)}"
             )
 
+    def preprocessing(self) -> dict[str, Any]:
+        return {"input": "image", "in_channels": self.in_channels, "img_size": list(self.img_size)}
+
     def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """Random inputs shaped like ``example_input_array`` and targets cycling over (up to) four classes."""
         x = torch.randn(batch_size, *self.example_input_array.shape[1:], generator=generator)

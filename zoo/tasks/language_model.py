@@ -9,6 +9,7 @@ steps (the base's ``warmup_steps``) and the schedule decays over the run's optim
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +19,41 @@ from torchmetrics import MeanMetric, MetricCollection
 from zoo.tasks.base import Split, StepOutput, TaskModule
 
 IGNORE_INDEX = -100
+
+
+def sample_tokens(
+    next_logits: Callable[[torch.Tensor], torch.Tensor],
+    ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``ids`` ``(B, T)`` followed by ``max_new_tokens`` tokens sampled from ``next_logits(ids) -> (B, V)``: the
+    sampling loop of every language model, whatever computes the logits (a cached model, an exported graph).
+
+    Args:
+        next_logits: the logits of the token after the ids so far.
+        ids: the prompt's token ids.
+        max_new_tokens: tokens to add.
+        temperature: divides the logits; ``0`` picks the most likely token (greedy).
+        top_k: sample among the ``top_k`` most likely tokens only.
+        generator: random source of the sampling (on the CPU).
+    """
+    if max_new_tokens < 0 or temperature < 0 or (top_k is not None and top_k < 1):
+        raise ValueError("need max_new_tokens >= 0, temperature >= 0 and top_k >= 1 (or None)")
+    for _ in range(max_new_tokens):
+        logits = next_logits(ids)
+        if temperature == 0:
+            token = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits.float() / temperature
+            if top_k is not None and top_k < logits.shape[-1]:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            token = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator).to(ids.device)
+        ids = torch.cat([ids, token], dim=1)
+    return ids
 
 
 class LanguageModel(TaskModule):
@@ -37,6 +73,7 @@ class LanguageModel(TaskModule):
     monitor = ("val/loss", "min")
     data_links: ClassVar[tuple[str, ...]] = ("vocab", "vocab_size", "block_size")
     overfit_lr = 3e-3
+    generates_text = True
 
     def __init__(
         self,
@@ -77,16 +114,55 @@ class LanguageModel(TaskModule):
         """Token ids ``(len(text),)`` of ``text``; characters outside the vocabulary are a ValueError listing them."""
         if not self.vocab:
             raise ValueError(f"{type(self).__name__} has no vocab (built with vocab_size only): give token ids")
-        unknown = sorted(set(text) - self._char_to_id.keys())
-        if unknown:
-            raise ValueError(
-                f"characters {unknown} are not in the model's vocabulary of {len(self.vocab)}: {self.vocab!r}"
-            )
-        return torch.tensor([self._char_to_id[char] for char in text], dtype=torch.long)
+        return self.text_to_ids(text, {"vocab": self.vocab})
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """The text of token ids."""
-        return "".join(self.vocab[index] for index in torch.as_tensor(ids).tolist())
+        return self.ids_to_text(ids, {"vocab": self.vocab})
+
+    @classmethod
+    def text_to_ids(cls, text: str, preprocessing: Mapping[str, Any]) -> torch.Tensor:
+        """Token ids ``(T,)`` of ``text`` in the vocabulary ``preprocessing["vocab"]``; a ValueError lists the
+        characters outside it."""
+        vocab = preprocessing.get("vocab") or ""
+        if not text:
+            raise ValueError("the text is empty: give at least one character, e.g. '\\n'")
+        unknown = sorted(set(text) - set(vocab))
+        if unknown:
+            raise ValueError(f"characters {unknown} are not in the model's vocabulary of {len(vocab)}: {vocab!r}")
+        lookup = {char: index for index, char in enumerate(vocab)}
+        return torch.tensor([lookup[char] for char in text], dtype=torch.long)
+
+    @classmethod
+    def ids_to_text(cls, ids: torch.Tensor | list[int], preprocessing: Mapping[str, Any]) -> str:
+        """The text of token ids in the vocabulary ``preprocessing["vocab"]``."""
+        vocab = preprocessing["vocab"]
+        return "".join(vocab[index] for index in torch.as_tensor(ids).tolist())
+
+    def preprocessing(self) -> dict[str, Any]:
+        if self.vocab:
+            return {"input": "text", "vocab": self.vocab, "block_size": self.block_size}
+        return {"input": "tokens", "vocab_size": self.vocab_size, "block_size": self.block_size}
+
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Next-token logits ``(B, T, V)`` (``logits``)."""
+        return {"logits": self(x)}
+
+    @classmethod
+    def answers(
+        cls, outputs: Mapping[str, torch.Tensor], preprocessing: Mapping[str, Any], top_k: int = 5
+    ) -> list[dict[str, Any]]:
+        """The ``top_k`` most likely tokens after each sequence (``next``: id, token, probability)."""
+        probabilities = outputs["logits"][:, -1].float().softmax(-1)
+        values, indices = probabilities.topk(max(1, min(top_k, probabilities.shape[-1])), dim=-1)
+        vocab = preprocessing.get("vocab")
+        answers = []
+        for ids, probs in zip(indices.tolist(), values.tolist(), strict=True):
+            tokens = [vocab[i] if vocab else None for i in ids]
+            answers.append(
+                {"next": [{"id": i, "token": t, "probability": p} for i, t, p in zip(ids, tokens, probs, strict=True)]}
+            )
+        return answers
 
     # --- the loop's parts ----------------------------------------------------------------------------------------
     def step(self, batch: Any, batch_idx: int, split: Split) -> StepOutput:
@@ -156,17 +232,12 @@ class LanguageModel(TaskModule):
         self.check_input(ids[:, -self.block_size :])
         was_training = self.training
         self.eval()
-        state = None
-        for _ in range(max_new_tokens):
-            logits, state = self.next_token_logits(ids, state)
-            if temperature == 0:
-                token = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits.float() / temperature
-                if top_k is not None and top_k < logits.shape[-1]:
-                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
-            ids = torch.cat([ids, token], dim=1)
+        cache: list[Any] = [None]
+
+        def next_logits(ids: torch.Tensor) -> torch.Tensor:
+            logits, cache[0] = self.next_token_logits(ids, cache[0])
+            return logits
+
+        ids = sample_tokens(next_logits, ids, max_new_tokens, temperature, top_k, generator)
         self.train(was_training)
         return self.decode(ids[0]) if text else ids

@@ -137,9 +137,12 @@ class Regressor(TaskModule):
         values = {"preds": self.to_original(preds.detach()), "target": self.to_original(target)}
         return StepOutput(loss, x.shape[0], values)
 
-    def predict_batch(self, batch: Any) -> torch.Tensor:
-        """Targets ``(B, T)`` in original units."""
-        return self(batch[0] if isinstance(batch, tuple | list) else batch)
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Targets ``(B, T)`` in original units (``prediction``) from features in original units."""
+        return {"prediction": self(x)}
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"input": "features", "in_features": self.in_features}
 
     # --- what the shared tests use ---------------------------------------------------------------------------------
     def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:

@@ -10,6 +10,7 @@ The decoder reads ``[BOS, tgt[:-1]]`` (teacher forcing) and predicts ``tgt``. A 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -82,21 +83,34 @@ class Seq2SeqTask(TaskModule):
     # --- text ------------------------------------------------------------------------------------------------
     def encode_text(self, text: str) -> torch.Tensor:
         """Source ids ``(len(text),)``; characters outside the vocabulary are a ValueError listing them."""
-        unknown = sorted(set(text) - self._char_to_id.keys())
-        if unknown:
-            raise ValueError(f"characters {unknown} are not in the model's vocabulary {self.vocab!r}")
-        if not text:
-            raise ValueError("the source is empty: give at least one character")
-        return torch.tensor([self._char_to_id[char] for char in text], dtype=torch.long)
+        return self.text_to_ids(text, {"vocab": self.vocab})
 
     def decode_ids(self, ids: torch.Tensor | list[int]) -> str:
         """The characters of ids up to the first ``EOS`` (``PAD`` and ``BOS`` skipped)."""
-        out = []
+        return self.ids_to_text(ids, {"vocab": self.vocab})
+
+    @classmethod
+    def text_to_ids(cls, text: str, preprocessing: Mapping[str, Any]) -> torch.Tensor:
+        """Source ids ``(T,)`` of ``text`` in the vocabulary ``preprocessing["vocab"]`` (id ``3 + i`` is
+        ``vocab[i]``); a ValueError lists the characters outside it."""
+        vocab = preprocessing.get("vocab") or ""
+        unknown = sorted(set(text) - set(vocab))
+        if unknown:
+            raise ValueError(f"characters {unknown} are not in the model's vocabulary {vocab!r}")
+        if not text:
+            raise ValueError("the source is empty: give at least one character")
+        lookup = {char: NUM_SPECIAL + index for index, char in enumerate(vocab)}
+        return torch.tensor([lookup[char] for char in text], dtype=torch.long)
+
+    @classmethod
+    def ids_to_text(cls, ids: torch.Tensor | list[int], preprocessing: Mapping[str, Any]) -> str:
+        """The characters of ids up to the first ``EOS`` (``PAD`` and ``BOS`` skipped)."""
+        vocab, out = preprocessing["vocab"], []
         for index in torch.as_tensor(ids).tolist():
             if index == EOS:
                 break
             if index >= NUM_SPECIAL:
-                out.append(self.vocab[index - NUM_SPECIAL])
+                out.append(vocab[index - NUM_SPECIAL])
         return "".join(out)
 
     # --- the network's contract --------------------------------------------------------------------------
@@ -142,7 +156,9 @@ class Seq2SeqTask(TaskModule):
         logits[:, PAD] = logits[:, BOS] = float("-inf")
         return logits
 
-    def _greedy(self, memory: Memory, batch: int, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _greedy(
+        self, memory: Memory, batch: int, max_new_tokens: int, stop_early: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         device = memory[0].device
         ids = torch.full((batch, 1), BOS, dtype=torch.long, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -153,7 +169,7 @@ class Seq2SeqTask(TaskModule):
             steps.append(logits)
             ids = torch.cat([ids, token.unsqueeze(1)], dim=1)
             done |= token == EOS
-            if bool(done.all()):
+            if stop_early and bool(done.all()):  # a data-dependent branch: off for a graph of fixed length
                 break
         return ids[:, 1:], torch.stack(steps, dim=1)
 
@@ -266,6 +282,22 @@ class Seq2SeqTask(TaskModule):
         predictions = [" ".join(self.decode_ids(row)) for row in answer]
         references = [[" ".join(self.decode_ids(row))] for row in tgt]
         metrics["bleu"].update(predictions, references)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"input": "text", "vocab": self.vocab, "max_length": self.max_length}
+
+    def predict_tensors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The greedy answers' ids ``(B, max_length + 1)`` (``answer``: ``EOS`` then ``PAD`` after each) to sources
+        ``(B, S)`` taken at full length; always ``max_length + 1`` steps, so an exported graph has one length."""
+        lengths = self.check_input(x)
+        return {"answer": self._greedy(self.encode(x, lengths), x.shape[0], self.max_length + 1, stop_early=False)[0]}
+
+    @classmethod
+    def answers(
+        cls, outputs: Mapping[str, torch.Tensor], preprocessing: Mapping[str, Any], top_k: int = 5
+    ) -> list[dict[str, Any]]:
+        """Each answer as text (``output``)."""
+        return [{"output": cls.ids_to_text(row, preprocessing)} for row in outputs["answer"]]
 
     def predict_batch(self, batch: Any) -> list[str]:
         """The decoded answers as text."""

@@ -48,6 +48,11 @@ class _SequenceTask(ClassificationTask):
         shape = (2, self.example_steps) if vocab_size else (2, self.example_steps, in_features)
         self.example_input_array = torch.zeros(shape, dtype=torch.long if vocab_size else torch.float32)
 
+    def preprocessing(self) -> dict[str, Any]:
+        if self.vocab_size:
+            return {"input": "tokens", "vocab_size": self.vocab_size}
+        return {"input": "series", "in_features": self.in_features}
+
     @property
     def example_steps(self) -> int:
         """Length of the example inputs: ``max_length`` when short, else 16."""

@@ -1,40 +1,48 @@
-"""Serve a checkpoint or an ONNX file over HTTP (FastAPI, uvicorn).
+"""``zoo serve``: a checkpoint or an ONNX file over HTTP (FastAPI, uvicorn).
 
 zoo serve --ckpt_path logs/digits_cnn/version_0/checkpoints/last.ckpt --host 127.0.0.1 --port 8000
 zoo serve --onnx digits_cnn.onnx --port 8000 --max_bytes 1000000
 
 curl -F file=@digit.png http://127.0.0.1:8000/predict                            # multipart upload
 curl --data-binary @digit.png -H "Content-Type: image/png" http://127.0.0.1:8000/predict   # raw image bytes
-curl -H "Content-Type: application/json" -d '{"inputs": [[[[0.0, ...]]]]}' http://127.0.0.1:8000/predict
+curl -H "Content-Type: application/json" -d '{"inputs": [[[1.0, 2.0], ...]]}' http://127.0.0.1:8000/predict
 curl -H "Content-Type: application/json" -d '{"text": "ROMEO:", "max_new_tokens": 100}' .../predict  # text models
 
 ``GET /health`` answers ``{"status": "ok"}``; ``GET /metadata`` names the model, its classes and what it reads.
-``POST /predict`` answers ``{"predictions": [...]}``, one per image or sample, with ``?top_k=N`` classes each; a
-text request may also give ``max_new_tokens``, ``temperature``, ``top_k`` (sampling) and ``seed``. Bad requests get
-a 4xx with ``{"detail": "..."}``: 400 malformed body, 413 body over ``--max_bytes`` (or an image of more pixels
-than the predictor decodes), 415 no image or an unknown content type, 422 input that does not fit the model (the
-message names the expected shape and dtype, or the characters). The server keeps serving after any of them.
+``POST /predict`` answers ``{"predictions": [...]}``, one per image or sample, as the model's task answers
+(``?top_k=N`` classes for classifiers; forecasts with intervals in original units; a denoised image as a base64
+PNG in ``image_png``; ...). JSON ``inputs`` are in the data's own units (uint8 pixels for images). A text request
+may also give ``max_new_tokens``, ``temperature``, ``top_k`` (sampling) and ``seed``. Bad requests get a 4xx with
+``{"detail": "..."}`` naming the field or what is expected: 400 malformed body, 413 body over ``--max_bytes`` (or
+an image of more pixels than the predictor decodes), 415 no image or an unknown content type, 422 input that does
+not fit the model (its shape and dtype, or the characters). The server keeps serving after any of them.
 """
 
 from __future__ import annotations
 
-import argparse
+import base64
+import io
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from zoo.inference import InputError, Predictor
+from datamodules.base import ImageDecodeError, ImageTooLargeError
+from recipes.tools.command import exactly_one, named_errors, parse, tool_parser
+from recipes.tools.predictor import InputError, Predictor
 
 #: The largest request body accepted by default (8 MiB).
 DEFAULT_MAX_BYTES = 8 << 20
 #: The most characters one text request may ask for.
 MAX_NEW_TOKENS = 2000
+#: The status of each error a request can cause: the content does not fit the model (422), is no image at all
+#: (415), or is an image too large to decode (413).
+STATUS = {InputError: 422, ImageDecodeError: 415, ImageTooLargeError: 413}
 
 
 class RequestError(Exception):
@@ -101,6 +109,26 @@ def _tensor(inputs: Any, predictor: Predictor) -> torch.Tensor:
     return x
 
 
+def _png(pixels: Any) -> str:
+    """uint8 ``(H, W, C)`` nested lists as a base64 PNG."""
+    from PIL import Image
+
+    array = np.asarray(pixels, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _encoded(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Answers with each ``image`` as a base64 PNG (``image_png``)."""
+    return [
+        {**{k: v for k, v in answer.items() if k != "image"}, "image_png": _png(answer["image"])}
+        if "image" in answer
+        else answer
+        for answer in answers
+    ]
+
+
 def _generate(predictor: Predictor, payload: dict[str, Any]) -> dict[str, Any]:
     text = payload["text"]
     options = {key: payload.get(key, default) for key, default in (("max_new_tokens", 200), ("temperature", 0.8))}
@@ -112,7 +140,7 @@ def _generate(predictor: Predictor, payload: dict[str, Any]) -> dict[str, Any]:
         raise InputError('"max_new_tokens", "temperature", "top_k" and "seed" must be numbers')
     if not 0 <= options["max_new_tokens"] <= MAX_NEW_TOKENS:
         raise InputError(f'"max_new_tokens" must be in [0, {MAX_NEW_TOKENS}]')
-    return predictor.generate(
+    return predictor.predict_text(
         text, int(options["max_new_tokens"]), float(options["temperature"]), options["top_k"], int(options["seed"])
     )
 
@@ -134,9 +162,12 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, top_k: 
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"detail": error.message}, status_code=error.status)
 
-    @app.exception_handler(InputError)
-    async def input_error(request: Request, error: InputError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=error.status)
+    async def input_error(request: Request, error: Exception) -> JSONResponse:
+        status = next(code for kind, code in STATUS.items() if isinstance(error, kind))
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    for error_type in STATUS:
+        app.add_exception_handler(error_type, input_error)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -159,7 +190,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, top_k: 
             if "text" in payload:
                 return {"predictions": [await run_in_threadpool(_generate, predictor, payload)]}
             x = _tensor(payload["inputs"], predictor)
-            return {"predictions": await run_in_threadpool(predictor.predict_tensor, x, k)}
+            return {"predictions": _encoded(await run_in_threadpool(predictor.predict_tensor, x, k))}
         if content_type == "multipart/form-data":
             files = await _form_files(request, body)
         elif content_type.startswith("image/") or content_type == "application/octet-stream":
@@ -171,7 +202,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, top_k: 
                 "image/* bytes or application/json",
             )
         names, images = [name for name, _ in files], [data for _, data in files]
-        return {"predictions": await run_in_threadpool(predictor.predict_images, images, k, names)}
+        return {"predictions": _encoded(await run_in_threadpool(predictor.predict_images, images, k, names))}
 
     return app
 
@@ -180,25 +211,23 @@ def main(args: Sequence[str] | None = None) -> None:
     """``zoo serve``: parse ``args`` (``None``: ``sys.argv``) and serve until interrupted."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(
-        prog="zoo serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--ckpt_path", help="a checkpoint of a zoo model")
-    model.add_argument("--onnx", help="an ONNX file written by `zoo export`")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves on every interface")
+    parser = tool_parser("serve", __doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", type=str | None, default=None, help="a checkpoint of a zoo model")
+    parser.add_argument("--onnx", type=str | None, default=None, help="an ONNX file written by `zoo export`")
+    parser.add_argument("--host", type=str, default="127.0.0.1", help="0.0.0.0 serves on every interface")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest request body")
     parser.add_argument("--top_k", type=int, default=5, help="classes per prediction (requests: ?top_k=N)")
-    parser.add_argument("--log_level", default="info")
-    options = parser.parse_args(args)
-    try:
-        predictor = Predictor.from_onnx(options.onnx) if options.onnx else Predictor.from_checkpoint(options.ckpt_path)
+    parser.add_argument("--log_level", type=str, default="info")
+    options = parse(parser, args)
+    source = exactly_one(parser, options, "ckpt_path", "onnx")
+    with named_errors():
+        predictor = (
+            Predictor.from_onnx(options.onnx) if source == "onnx" else Predictor.from_checkpoint(options.ckpt_path)
+        )
         app = create_app(predictor, options.max_bytes, options.top_k)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
     uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,4 +1,14 @@
-"""Export a zoo model to ONNX or a ``torch.export`` program (``.pt2``), checked against eager PyTorch.
+"""``zoo export``: a zoo model to ONNX or a ``torch.export`` program (``.pt2``), checked against eager PyTorch.
+
+zoo export --ckpt_path logs/digits_cnn/version_0/checkpoints/last.ckpt --output digits_cnn.onnx
+zoo export --ckpt_path last.ckpt --format pt2 --output digits_cnn.pt2
+zoo export --model cnn_digits --output cnn_digits.onnx          # a preset with fresh weights (format from the suffix)
+
+:func:`export_model` writes what the tools run (:class:`~recipes.tools.inference.InferenceModel`): the training
+data's normalization, then the task's ``predict_tensors``, so an exported file answers what ``zoo predict`` and
+``zoo serve`` answer from the checkpoint (class probabilities, forecasts in original units, denoised images, ...);
+its metadata also holds the data's preprocessing (``zoo.preprocessing``) and the output names (``zoo.outputs``).
+:func:`export_onnx` and :func:`export_program` export any module.
 
 A file that loads is no proof of a correct graph (the dynamo ONNX exporter has shipped graphs that score 0%), so
 every export runs the written file on the example and on random inputs of another batch size (and, for token ids,
@@ -13,11 +23,9 @@ Both formats carry the same metadata, read back by :func:`read_metadata`: ``zoo.
 model (seq2seq: ``src, src_lengths, tgt_in``) stores a JSON list of shapes and a JSON list of dtype names.
 
 >>> import tempfile, zoo
->>> from zoo.export import export_program, read_metadata
->>> model = zoo.create_model("mlp_small")
->>> path = export_program(model, tempfile.mkdtemp() + "/mlp.pt2")
->>> read_metadata(path)["zoo.input_shape"]
-'[null, 1, 28, 28]'
+>>> path = export_model(zoo.create_model("mlp_small"), tempfile.mkdtemp() + "/mlp.pt2")
+>>> read_metadata(path)["zoo.input_shape"], read_metadata(path)["zoo.outputs"]  # uint8 images in, probabilities out
+('[null, 1, 28, 28]', '["probabilities"]')
 """
 
 from __future__ import annotations
@@ -36,9 +44,14 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from recipes.tools.inference import InferenceModel, resolve_preprocessing
+
 #: The extra file of a ``.pt2`` that holds the metadata.
 METADATA_FILE = "zoo_metadata.json"
 METADATA_KEYS = ("zoo.class_path", "zoo.hyper_parameters", "zoo.input_shape", "zoo.input_dtype", "zoo.task")
+#: What :func:`export_model` adds: the data's preprocessing and the names of the outputs (JSON).
+MODEL_METADATA_KEYS = ("zoo.preprocessing", "zoo.outputs")
+FORMATS = ("onnx", "pt2")
 #: Default tolerance of :func:`check_parity` for fp32 models (max absolute difference).
 DEFAULT_ATOL = 1e-4
 #: Default relative part of the tolerance, times the largest absolute eager output.
@@ -118,25 +131,29 @@ def _has_tokens(inputs: Sequence[torch.Tensor]) -> bool:
 
 
 def model_metadata(model: nn.Module, example: Any = None) -> dict[str, str]:
-    """The metadata both formats carry (see the module docstring); values are strings."""
+    """The metadata both formats carry (see the module docstring); values are strings. For an
+    :class:`~recipes.tools.inference.InferenceModel` they describe the zoo model inside it, with its preprocessing
+    and output names."""
     inputs = example_inputs(model, example)
     shapes = [[None, *x.shape[1:]] for x in inputs]
     dtypes = [str(x.dtype).removeprefix("torch.") for x in inputs]
+    extra = {}
+    if isinstance(model, InferenceModel):
+        extra = {
+            "zoo.preprocessing": json.dumps(model.preprocessing.to_dict(), sort_keys=True),
+            "zoo.outputs": json.dumps(list(model.output_names)),
+        }
+        model = model.model
     hparams = dict(getattr(model, "hparams", {}))
-    task = next((cls.__name__ for cls in type(model).__mro__ if cls in _task_bases()), type(model).__name__)
+    task = next((cls.__name__ for cls in type(model).__mro__ if cls.__module__.startswith("zoo.tasks.")), "")
     return {
         "zoo.class_path": f"{type(model).__module__}.{type(model).__qualname__}",
         "zoo.hyper_parameters": json.dumps(hparams, sort_keys=True, default=str),
         "zoo.input_shape": json.dumps(shapes[0] if len(inputs) == 1 else shapes),
         "zoo.input_dtype": dtypes[0] if len(inputs) == 1 else json.dumps(dtypes),
-        "zoo.task": task,
+        "zoo.task": task or type(model).__name__,
+        **extra,
     }
-
-
-def _task_bases() -> set[type]:
-    import zoo.tasks
-
-    return {getattr(zoo.tasks, name) for name in zoo.tasks.__all__ if isinstance(getattr(zoo.tasks, name), type)}
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -151,8 +168,39 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     extra = {METADATA_FILE: ""}
     _load_pt2(path, extra_files=extra)
     if not extra[METADATA_FILE]:
-        raise ValueError(f"{path} has no {METADATA_FILE}: it was not written by zoo.export")
+        raise ValueError(f"{path} has no {METADATA_FILE}: it was not written by zoo export")
     return json.loads(extra[METADATA_FILE])
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a file written by :func:`export_model`, parsed: ``class_path``, ``hyper_parameters``,
+    ``preprocessing``, ``outputs``, ``input_shape``, ``input_dtype``.
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: naming ``path`` and the entry when the file is unreadable, or an entry is missing or not JSON.
+    """
+    try:
+        raw = read_metadata(path)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # onnx raises its own types for files that are no ONNX model
+        raise ValueError(f"{path} is not a readable exported model ({type(error).__name__}: {error})") from error
+    keys = {"class_path": False, "hyper_parameters": True, "preprocessing": True, "outputs": True}
+    keys.update(input_shape=True, input_dtype=False)
+    parsed: dict[str, Any] = {}
+    for key, is_json in keys.items():
+        text = raw.get(f"zoo.{key}")
+        if text is None:
+            raise ValueError(
+                f"{path} has no zoo.{key} metadata: it was not written by `zoo export` (or by an older version); "
+                "export it again"
+            )
+        try:
+            parsed[key] = json.loads(text) if is_json else text
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: metadata zoo.{key} is not JSON ({error})") from error
+    return parsed
 
 
 # --- export --------------------------------------------------------------------------------------------------------
@@ -180,7 +228,7 @@ def export_program(
         check: run :func:`check_parity` on the example and on random inputs of another batch size.
         atol: the absolute part of the tolerance on the max abs difference to eager.
         rtol: the relative part, times the largest absolute eager output.
-        extra_metadata: more string entries beside the ``zoo.*`` ones (e.g. ``zoo.preprocess``).
+        extra_metadata: more string entries beside the ``zoo.*`` ones.
 
     Raises:
         ParityError: when the program's outputs differ from eager by more than the tolerance (nothing is written).
@@ -194,6 +242,30 @@ def export_program(
             torch.export.save(program, tmp, extra_files={METADATA_FILE: metadata})
 
         return _write_checked(model, Path(path), write, inputs, dynamic_batch, steps, check, (atol, rtol))
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    data: Mapping[str, Any] | None = None,
+    fmt: str | None = None,
+    **options: Any,
+) -> Path:
+    """Write what the tools run for a zoo model: its :class:`~recipes.tools.inference.InferenceModel` (the data's
+    normalization, then ``predict_tensors``), with the data's preprocessing and the output names in the metadata.
+
+    Args:
+        model: a zoo model (a :class:`~zoo.tasks.TaskModule`).
+        path: the file to write; its suffix picks the format unless ``fmt`` is given.
+        data: the data's preprocessing (``zoo.checkpoint.data_preprocessing`` of a checkpoint); none for a preset.
+        fmt: ``"onnx"`` or ``"pt2"``.
+        **options: as :func:`export_onnx` / :func:`export_program` (``dynamic_batch``, ``atol``, ...).
+    """
+    fmt = fmt or (Path(path).suffix.lstrip(".") if Path(path).suffix.lstrip(".") in FORMATS else "onnx")
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    module = InferenceModel(model, resolve_preprocessing(model, data))
+    return (export_onnx if fmt == "onnx" else export_program)(module, path, **options)
 
 
 def export_onnx(
@@ -221,8 +293,15 @@ def export_onnx(
     names = _input_names(model, len(inputs))
     with _eval(model):
         program, steps = _export(model, inputs, dynamic_batch, dynamic_steps)
+        output_names = list(getattr(model, "output_names", ())) or None
         onnx_program = torch.onnx.export(
-            program, inputs, dynamo=True, input_names=names, opset_version=opset_version, verbose=False
+            program,
+            inputs,
+            dynamo=True,
+            input_names=names,
+            output_names=output_names,
+            opset_version=opset_version,
+            verbose=False,
         )
         for key, value in {**model_metadata(model, inputs), **(extra_metadata or {})}.items():
             onnx_program.model.metadata_props[key] = value
@@ -402,3 +481,71 @@ class _eval:
 
     def __exit__(self, *exc: object) -> None:
         self.model.train(self.training)
+
+
+# --- the command ---------------------------------------------------------------------------------------------------
+
+
+def main(args: Sequence[str] | None = None) -> Path:
+    """``zoo export``: write the file, print its parity and size, return its path.
+
+    The written file runs on the model's example input and on random inputs of another batch size; the largest
+    absolute difference to the eager model is printed, and above ``--atol`` + ``--rtol`` x the largest absolute
+    output, nothing is written and the command fails.
+
+    Raises:
+        SystemExit: with a message naming the file, preset or package at fault.
+    """
+    from recipes.tools.command import exactly_one, parse, tool_parser
+    from zoo import create_model
+    from zoo.checkpoint import data_preprocessing, model_from_checkpoint, read_checkpoint
+
+    parser = tool_parser("export", __doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", type=str | None, default=None, help="a checkpoint of a zoo model")
+    parser.add_argument("--model", type=str | None, default=None, help="a registered preset, with fresh weights")
+    parser.add_argument("--format", type=str | None, default=None, help="onnx or pt2 (default: the --output suffix)")
+    parser.add_argument("--output", type=str | None, default=None, help="the file (default: <name>.<format>)")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute tolerance on the max abs diff")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative part, times the max |output|")
+    parser.add_argument("--static_batch", type=bool, default=False, help="a fixed batch size (the example's)")
+    opts = parse(parser, args)
+    source = exactly_one(parser, opts, "ckpt_path", "model")
+    if not (opts.atol > 0 and opts.rtol >= 0):
+        parser.error(f"--atol must be > 0 and --rtol >= 0, got {opts.atol} and {opts.rtol}")
+    suffix = Path(opts.output).suffix.lstrip(".") if opts.output else ""
+    fmt = opts.format or (suffix if suffix in FORMATS else "onnx")
+    if fmt not in FORMATS or (suffix in FORMATS and suffix != fmt):
+        parser.error(f"--format must be onnx or pt2 and agree with the --output suffix, got {fmt!r} and {suffix!r}")
+    name = Path(opts.ckpt_path).stem if source == "ckpt_path" else opts.model
+    try:
+        if source == "ckpt_path":
+            checkpoint = read_checkpoint(opts.ckpt_path)  # once: the model and the data's preprocessing
+            model, data = model_from_checkpoint(checkpoint, opts.ckpt_path), data_preprocessing(checkpoint)
+        else:
+            model, data = create_model(opts.model).eval(), None
+        output = Path(opts.output or f"{name}.{fmt}")
+        module = InferenceModel(model, resolve_preprocessing(model, data))
+        export = export_onnx if fmt == "onnx" else export_program
+        path = export(module, output, dynamic_batch=not opts.static_batch, atol=opts.atol, rtol=opts.rtol)
+    except ImportError as error:
+        hint = "" if INSTALL_HINT in str(error) else f"; {INSTALL_HINT}"
+        raise SystemExit(f"error: {error}{hint}") from None
+    except (FileNotFoundError, ValueError, TypeError) as error:  # UnknownModelError and ParityError are ValueErrors
+        raise SystemExit(f"error: {error}") from None
+    except Exception as error:  # exporter failures come in many types: name the model and the reason
+        raise SystemExit(f"error: {name} does not export to {fmt} ({failure_reason(error)})") from None
+    example = module.example_input_array.shape[0]
+    batch_size = example if opts.static_batch else example + 3  # another batch size than the export's
+    diff = check_parity(module, path, random_inputs(module, batch_size=batch_size, seed=1))
+    size = os.path.getsize(path) + sum(os.path.getsize(p) for p in external_data(path))
+    print(
+        f"wrote {path} ({fmt}, {size / 1e6:.3f} MB); max abs diff to eager {diff:.2e} on a random batch of "
+        f"{batch_size} (tolerance {opts.atol:g} + {opts.rtol:g} x max |output|)"
+    )
+    return path
+
+
+def external_data(path: Path) -> list[Path]:
+    """ONNX external-data files written beside ``path`` (large models)."""
+    data = path.with_name(path.name + ".data")
+    return [data] if data.exists() else []

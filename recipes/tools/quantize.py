@@ -1,4 +1,7 @@
-"""Int8 quantization of zoo models on the CPU through torchao (0.18 checked).
+"""``zoo quantize``: int8 quantization of zoo models on the CPU through torchao (0.18 checked).
+
+zoo quantize --ckpt_path logs/mnist_mlp/version_0/checkpoints/last.ckpt --output mnist_mlp_int8.pt
+zoo quantize --ckpt_path last.ckpt --method weight_only --output model_int8.pt
 
 Two paths, both of torchao's public API:
 
@@ -29,15 +32,15 @@ from __future__ import annotations
 import copy
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from recipes.tools.export import example_inputs
 from zoo.checkpoint import load_file
-from zoo.export import example_inputs
 
 Method = Literal["auto", "dynamic", "weight_only", "static"]
 INSTALL_HINT = 'pip install "lightning-zoo[quantize]"'
@@ -225,7 +228,33 @@ def load_quantized(path: str | os.PathLike[str], float_model: nn.Module | None =
     _torchao()  # registers its tensor subclasses as safe globals for weights_only loading
     saved = load_file(path, "quantized state dict")
     if not isinstance(saved, dict) or saved.get("method") not in ("dynamic", "weight_only"):
-        raise ValueError(f"{path} holds no state dict written by zoo.quantize.save_quantized")
+        raise ValueError(f"{path} holds no state dict written by save_quantized (zoo quantize)")
     model = quantize_linear(float_model, weight_only=saved["method"] == "weight_only")
     model.load_state_dict(saved["state_dict"], assign=True)
     return model
+
+
+def main(args: Sequence[str] | None = None) -> Path:
+    """``zoo quantize``: the Linear layers of a checkpoint's model to int8 (``dynamic``: weights and activations;
+    ``weight_only``), written with :func:`save_quantized`; prints the sizes. Static int8 of convolutions needs
+    calibration batches: :func:`quantize_static` in Python.
+
+    Raises:
+        SystemExit: with a message naming the file or the layers at fault.
+    """
+    from recipes.tools.command import named_errors, parse, tool_parser
+    from zoo.checkpoint import load_from_checkpoint
+
+    parser = tool_parser("quantize", __doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", type=str, help="a checkpoint of a zoo model")
+    parser.add_argument("--method", type=Literal["dynamic", "weight_only"], default="dynamic")
+    parser.add_argument("--output", type=str | None, default=None, help="the file (default: <checkpoint>_int8.pt)")
+    options = parse(parser, args)
+    output = Path(options.output or f"{Path(options.ckpt_path).stem}_int8.pt")
+    with named_errors(ImportError):
+        model = load_from_checkpoint(options.ckpt_path)
+        quantized = quantize_linear(model, weight_only=options.method == "weight_only")
+        save_quantized(quantized, output)
+    sizes = f"{serialized_mb(model):.3f} MB float -> {serialized_mb(quantized):.3f} MB int8"
+    print(f"wrote {output}: {sizes} ({options.method})")
+    return output
