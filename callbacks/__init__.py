@@ -18,6 +18,7 @@ from callbacks._utils import log_image
 from callbacks.activation_stats import ActivationStatsMonitor
 from callbacks.attention_maps import AttentionMapLogger
 from callbacks.averaging import StochasticWeightAveraging
+from callbacks.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from callbacks.confusion_matrix import ConfusionMatrixLogger
 from callbacks.exact_resume import ExactResume
 from callbacks.fast_path import FastPath, cpu_has_native_bf16
@@ -36,7 +37,9 @@ __all__ = [
     "DEFAULTS_YAML",
     "DEFAULT_MONITOR",
     "ActivationStatsMonitor",
+    "AtomicCheckpointIO",
     "AttentionMapLogger",
+    "CheckpointWriteError",
     "ConfusionMatrixLogger",
     "ExactResume",
     "FastPath",

@@ -7,7 +7,8 @@ A table lives between two marker comments in a page::
     <!-- end generated -->
 
 Tables: ``models`` (``zoo.list_models()``), ``datamodules`` (``datamodules.DATAMODULES``), ``recipes``
-(``recipes/<name>.yaml`` beside ``recipes/<name>.py``), ``callbacks`` (the classes of ``callbacks.__all__``) and
+(``recipes/<name>.yaml`` beside ``recipes/<name>.py``), ``recipe-settings`` (what each recipe trains with: its YAML
+over ``recipes/defaults.yaml`` and the classes' defaults), ``callbacks`` (the classes of ``callbacks.__all__``) and
 ``results`` (``benchmarks/results/*.json`` with a ``rows`` list).
 
     python docs/generate.py          # rewrite the pages in place
@@ -130,6 +131,61 @@ def recipes_table(recipes_dir: Path = RECIPES) -> str:
     return table(["recipe", "model", "data", "description"], rows)
 
 
+def init_defaults(cls: type) -> dict[str, Any]:
+    """The default of every named init argument of ``cls``, from the first class of its MRO that declares it."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if "__init__" in vars(klass) and klass is not object:
+            for parameter in inspect.signature(klass.__init__).parameters.values():
+                if parameter.default is not inspect.Parameter.empty:
+                    found[parameter.name] = parameter.default
+    return found
+
+
+def _schedule(args: dict[str, Any]) -> str:
+    warmup = [f"{args['warmup_epochs']:g} warmup epochs"] if args.get("warmup_epochs") else []
+    warmup += [f"{args['warmup_steps']} warmup steps"] if args.get("warmup_steps") else []
+    floor = f" to {args['min_lr_ratio']:g} of the peak" if args.get("min_lr_ratio") else ""
+    return ", ".join([*warmup, f"{args.get('scheduler', 'cosine')}{floor}"])
+
+
+def recipe_settings_table(recipes_dir: Path = RECIPES) -> str:
+    """What each recipe trains with, resolved as its run resolves it: the recipe's YAML over
+    ``recipes/defaults.yaml``, over the model's and datamodule's init defaults."""
+    from zoo.checkpoint import import_class
+
+    shared = (yaml.safe_load((recipes_dir / "defaults.yaml").read_text()) or {}).get("trainer", {})
+    rows = []
+    for config_path in sorted(recipes_dir.glob("*.yaml")):
+        if not config_path.with_suffix(".py").is_file():
+            continue
+        config = yaml.safe_load(config_path.read_text()) or {}
+        classes = {key: import_class(_class_path(config, key), trusted=None) for key in ("model", "data")}
+        model = {**init_defaults(classes["model"]), **(config["model"].get("init_args") or {})}
+        data = {**init_defaults(classes["data"]), **(config["data"].get("init_args") or {})}
+        trainer = {**shared, **(config.get("trainer") or {})}
+        steps = trainer.get("max_steps") or -1
+        length = f"{steps} steps" if steps > 0 else f"{trainer.get('max_epochs')} epochs"
+        names = {"dropout": "dropout", "drop_rate": "dropout", "drop_path_rate": "drop-path"}
+        dropout = [f"{name} {model[key]:g}" for key, name in names.items() if model.get(key)]
+        rows.append(
+            [
+                code(config_path.stem),
+                code(classes["model"].__name__),
+                cell(f"{model['optimizer']} {model['lr']:g}"),
+                cell(f"{model['weight_decay']:g}"),
+                cell(_schedule(model)),
+                cell(data.get("batch_size", "")),
+                cell(", ".join(dropout) or "0"),
+                cell(f"{model.get('label_smoothing', 0):g}" if "label_smoothing" in model else "-"),
+                cell(trainer.get("gradient_clip_val") or "none"),
+                cell(length),
+            ]
+        )
+    header = ["recipe", "model", "optimizer, peak lr", "weight decay", "schedule", "batch", "dropout"]
+    return table([*header, "label smoothing", "clipping", "length"], rows)
+
+
 def callbacks_table() -> str:
     """One row per class in ``callbacks.__all__``: its name and its docstring's summary."""
     import callbacks
@@ -189,6 +245,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "models": models_table,
     "datamodules": datamodules_table,
     "recipes": recipes_table,
+    "recipe-settings": recipe_settings_table,
     "callbacks": callbacks_table,
     "results": results_table,
 }

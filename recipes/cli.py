@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
 from callbacks import DEFAULTS_YAML as CALLBACKS_YAML
-from callbacks import FastPath, follow_monitor
+from callbacks import CheckpointWriteError, FastPath, NonFiniteError, follow_monitor
 from callbacks.fast_path import warn_if_slow_bf16
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches
@@ -183,12 +183,27 @@ def _parser_kwargs(*config_files: str) -> dict[str, dict[str, list[str]]]:
     return {subcommand: {"default_config_files": list(config_files)} for subcommand in SUBCOMMANDS}
 
 
+#: Errors that end a run from the command line with ``error: <message>`` rather than a traceback: what they say is
+#: all a user needs (a full disk, a run that diverged).
+USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointWriteError, NonFiniteError)
+
+
+def _cli(args: Sequence[str] | None, **kwargs: Any) -> ZooCLI:
+    """ZooCLI on ``args``; from the command line (``args=None``) the errors of :data:`USER_ERRORS` exit with their
+    message and status 1, from Python they raise."""
+    if args is not None:
+        return ZooCLI(args=list(args), **kwargs)
+    try:
+        return ZooCLI(args=None, **kwargs)
+    except USER_ERRORS as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def run_recipe(recipe_file: str, args: Sequence[str] | None = None) -> ZooCLI:
     """Run ZooCLI with the shared defaults and the YAML beside ``recipe_file`` as default config files."""
     recipe_yaml = os.path.splitext(recipe_file)[0] + ".yaml"
     run_name = os.path.splitext(os.path.basename(recipe_file))[0]
-    parser_kwargs = _parser_kwargs(*DEFAULT_CONFIG_FILES, recipe_yaml)
-    return ZooCLI(args=list(args) if args is not None else None, parser_kwargs=parser_kwargs, run_name=run_name)
+    return _cli(args, parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES, recipe_yaml), run_name=run_name)
 
 
 # --- the `zoo` console command --------------------------------------------------------------------------------
@@ -312,12 +327,16 @@ def main(args: Sequence[str] | None = None) -> Any:
         return tool(args[1:])
     if not args:
         rank_zero_info("usage: zoo {list,fit,validate,test,predict,export,serve,explain,quantize} [--model NAME] ...")
-    return ZooCLI(args=expand_short_names(args), parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
+    return _cli(expand_short_names(args), parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
 
 
 def console() -> None:
-    """The ``zoo`` console script: :func:`main`, whose return value must not become the exit status."""
-    main()
+    """The ``zoo`` console script: :func:`main`, whose return value must not become the exit status; the errors of
+    :data:`USER_ERRORS` end it with their message and status 1."""
+    try:
+        main()
+    except USER_ERRORS as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
