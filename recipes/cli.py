@@ -31,7 +31,7 @@ from callbacks import CheckpointWriteError, FastPath, NonFiniteError, follow_mon
 from callbacks.fast_path import warn_if_slow_bf16
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches
-from recipes.runs import RunConfigCallback, apply_run_policy, log_into_resumed_run
+from recipes.runs import RunConfigCallback, apply_run_policy, claim_run_folder, log_into_resumed_run
 from zoo.checkpoint import import_class, read_checkpoint, to_primitive
 from zoo.tasks import TaskModule
 
@@ -138,6 +138,7 @@ class ZooCLI(LightningCLI):
         run = apply_run_policy(config.trainer, self.run_name, every_n_steps)
         if fitting and self._resumed_run:
             log_into_resumed_run(config.trainer, self._resumed_run)
+        claim_run_folder(config.trainer)  # after the resume: a resumed run keeps its own folder
         if self.save_config_callback is RunConfigCallback:
             self.save_config_kwargs = {**run, "resuming": self._resuming(), **self.save_config_kwargs}
 

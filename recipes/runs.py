@@ -28,7 +28,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from typing_extensions import override
 
 from zoo.checkpoint import import_class
@@ -58,9 +58,19 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
 
 
 def next_version_dir(root: str | os.PathLike[str]) -> str:
-    """``root/version_N`` with ``N`` one past the highest existing version (TensorBoard's numbering)."""
+    """``root/version_N``, claimed: ``N`` is one past the highest existing version (TensorBoard's numbering), and the
+    folder is created here with ``os.mkdir``, which succeeds for one process only, so that two runs started at once
+    never share a folder (the loser takes the next number)."""
+    os.makedirs(root, exist_ok=True)
     versions = [int(m[1]) for p in Path(root).glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
-    return os.path.join(root, f"version_{max(versions, default=-1) + 1}")
+    version = max(versions, default=-1) + 1
+    while True:
+        path = os.path.join(root, f"version_{version}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            version += 1
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -255,6 +265,20 @@ def _step_checkpoint(callbacks: list[Any], every_n_steps: int) -> list[Namespace
 def _writes_last(spec: Any) -> bool:
     args = spec.get("init_args") or {}
     return args.get("filename") == "last" and args.get("monitor") is None
+
+
+def claim_run_folder(trainer: Namespace) -> None:
+    """Give the first logger, when it numbers its folders itself (TensorBoard, CSV) and no version was given, the
+    version of a folder claimed now (:func:`next_version_dir`). On ranks other than zero nothing is claimed: their
+    loggers write nothing, and the callbacks take rank zero's folder."""
+    specs = logger_specs(trainer)
+    if not specs or not _is(specs[0], TensorBoardLogger, CSVLogger) or rank_zero_only.rank != 0:
+        return
+    args = specs[0].init_args
+    if args.get("version") is not None:
+        return
+    root = os.path.join(args.get("save_dir") or ".", args.get("name") or "lightning_logs")
+    args.version = int(os.path.basename(next_version_dir(root)).removeprefix("version_"))
 
 
 def log_into_resumed_run(trainer: Namespace, run: dict[str, Any]) -> None:

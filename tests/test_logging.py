@@ -173,8 +173,9 @@ def test_a_run_without_logger_leaves_out_the_lr_monitor_and_gets_a_fresh_folder(
     assert not Path("config.yaml").exists() and not Path("checkpoints").exists()
 
 
-def test_next_version_dir_follows_tensorboard_numbering(tmp_path):
-    assert next_version_dir(tmp_path) == str(tmp_path / "version_0")
-    for name in ("version_0", "version_3", "version_x", "other"):
+def test_next_version_dir_follows_tensorboard_numbering_and_claims_the_folder(tmp_path):
+    assert next_version_dir(tmp_path) == str(tmp_path / "version_0") and (tmp_path / "version_0").is_dir()
+    for name in ("version_3", "version_x", "other"):
         (tmp_path / name).mkdir()
     assert next_version_dir(tmp_path) == str(tmp_path / "version_4")
+    assert next_version_dir(tmp_path) == str(tmp_path / "version_5")  # version_4 is taken now

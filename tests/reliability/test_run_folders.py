@@ -1,0 +1,41 @@
+"""Runs never share a folder: two started at once into one logs folder each claim their own version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import yaml
+from conftest import QUIET
+
+from recipes.runs import next_version_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_concurrent_claims_get_distinct_folders(tmp_path):
+    with ProcessPoolExecutor(max_workers=8) as pool:
+        claimed = list(pool.map(next_version_dir, [str(tmp_path)] * 16))
+    assert {Path(path).name for path in claimed} == {f"version_{n}" for n in range(16)}  # 16 claims, 16 folders
+
+
+def test_two_recipe_runs_started_at_once_write_into_two_folders(tmp_path):
+    """Each run has its own config, its own last.ckpt and its own events, and both exit 0."""
+    command = [sys.executable, "-m", "recipes.digits_cnn", "fit", "--trainer.max_epochs=1", "--test_after_fit=false"]
+    runs = [
+        subprocess.Popen([*command, *QUIET, f"--model.init_args.lr={lr}"], cwd=tmp_path, stderr=subprocess.PIPE)
+        for lr in (0.001, 0.002)
+    ]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read().decode()[-3000:]
+    folders = sorted((tmp_path / "logs" / "digits_cnn").iterdir())
+    assert [folder.name for folder in folders] == ["version_0", "version_1"]
+    rates = set()
+    for folder in folders:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        rates.add(config["model"]["init_args"]["lr"])
+        assert (folder / "checkpoints" / "last.ckpt").is_file() and len(list(folder.glob("events.out.*"))) == 1
+        assert not list(folder.glob("config.resume-*"))
+    assert rates == {0.001, 0.002}  # each folder describes the run that wrote it
