@@ -27,6 +27,7 @@ from callbacks.forecast_plot import ForecastPlotLogger
 from callbacks.gradient_stats import GradientStatsMonitor
 from callbacks.lr_schedule import LRScheduleLogger
 from callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard
+from callbacks.portable_checkpoint import PortableModelCheckpoint
 from callbacks.prediction_grid import PredictionGridLogger
 from callbacks.profiler import NullProfiler
 from callbacks.progress import RichProgressBar
@@ -51,6 +52,7 @@ __all__ = [
     "NonFiniteError",
     "NonFiniteGuard",
     "NullProfiler",
+    "PortableModelCheckpoint",
     "PredictionGridLogger",
     "RichProgressBar",
     "ScheduledPruning",
@@ -113,7 +115,7 @@ def default_callbacks(
 
     Example:
         >>> [type(cb).__name__ for cb in default_callbacks("val/loss", mode="min")]  # doctest: +NORMALIZE_WHITESPACE
-        ['ModelCheckpoint', 'ModelCheckpoint', 'EarlyStopping', 'NonFiniteGuard', 'ExactResume',
+        ['PortableModelCheckpoint', 'PortableModelCheckpoint', 'EarlyStopping', 'NonFiniteGuard', 'ExactResume',
          'LearningRateMonitor', 'RichProgressBar', 'GradientStatsMonitor']
     """
     if not monitor:

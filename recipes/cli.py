@@ -31,7 +31,13 @@ from callbacks import CheckpointWriteError, FastPath, NonFiniteError, follow_mon
 from callbacks.fast_path import warn_if_slow_bf16
 from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches
-from recipes.runs import RunConfigCallback, apply_run_policy, claim_run_folder, log_into_resumed_run
+from recipes.runs import (
+    RunConfigCallback,
+    apply_run_policy,
+    checkpoint_run_folder,
+    claim_run_folder,
+    log_into_resumed_run,
+)
 from zoo.checkpoint import import_class, read_checkpoint, to_primitive
 from zoo.tasks import TaskModule
 
@@ -137,7 +143,7 @@ class ZooCLI(LightningCLI):
         every_n_steps = (config.get("last_every_n_steps") or 0) if fitting else 0
         run = apply_run_policy(config.trainer, self.run_name, every_n_steps)
         if fitting and self._resumed_run:
-            log_into_resumed_run(config.trainer, self._resumed_run)
+            log_into_resumed_run(config.trainer, self._resumed_run, checkpoint_run_folder(config.ckpt_path))
         claim_run_folder(config.trainer)  # after the resume: a resumed run keeps its own folder
         if self.save_config_callback is RunConfigCallback:
             self.save_config_kwargs = {**run, "resuming": self._resuming(), **self.save_config_kwargs}

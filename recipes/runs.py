@@ -281,9 +281,19 @@ def claim_run_folder(trainer: Namespace) -> None:
     args.version = int(os.path.basename(next_version_dir(root)).removeprefix("version_"))
 
 
-def log_into_resumed_run(trainer: Namespace, run: dict[str, Any]) -> None:
+def checkpoint_run_folder(ckpt_path: str | os.PathLike[str]) -> Path | None:
+    """The run folder a checkpoint lies in (``<run folder>/checkpoints/<file>``, the folder holding the run's
+    config), wherever it was moved; ``None`` for a checkpoint outside a run folder."""
+    folder = Path(ckpt_path).resolve().parent
+    if folder.name == "checkpoints" and any(folder.parent.glob("config*.yaml")):
+        return folder.parent
+    return None
+
+
+def log_into_resumed_run(trainer: Namespace, run: dict[str, Any], run_folder: Path | None = None) -> None:
     """Point the first logger at the run a checkpoint came from (:meth:`RunConfigCallback.state_dict`), unless its
-    version or id was given."""
+    version or id was given. A TensorBoard or CSV run resumes into ``run_folder``, the folder that holds the
+    checkpoint now (moved, or seen from another working directory), else into the folder it was written in."""
     specs = logger_specs(trainer)
     if not specs or run.get("version") is None:
         return
@@ -293,15 +303,18 @@ def log_into_resumed_run(trainer: Namespace, run: dict[str, Any]) -> None:
         return
     args = spec.init_args
     if issubclass(cls, (TensorBoardLogger, CSVLogger)) and args.get("version") is None:
-        folder = version if isinstance(version, str) else f"version_{version}"
-        root = os.path.join(args.get("save_dir") or ".", args.get("name") or "lightning_logs")
-        if os.path.realpath(os.path.join(root, folder)) != os.path.realpath(run["run_dir"] or ""):
+        folder = run_folder or Path(run["run_dir"] or "").resolve()
+        if not folder.is_dir():
             return
-        args.version = version
+        args.save_dir, args.name, args.version = str(folder.parent.parent), folder.parent.name, folder.name
+        version = folder.name
     elif issubclass(cls, MLFlowLogger) and args.get("run_id") is None:
         args.run_id = version
     elif issubclass(cls, WandbLogger) and args.get("id") is None and args.get("version") is None:
         args.id = version
     else:
         return
-    rank_zero_info(f"Resuming: logging into the checkpoint's run ({run['logger']} {version}, {run['run_dir']}).")
+    where = args.get("save_dir") and os.path.join(args.save_dir, str(args.get("name")), str(version))
+    rank_zero_info(
+        f"Resuming: logging into the checkpoint's run ({run['logger']} {version}, {where or run['run_dir']})."
+    )

@@ -185,7 +185,7 @@ def test_progress_bar_flag_wins_over_the_default_callback():
     cli = _fit(digits_cnn)
     assert cli.trainer.progress_bar_callback is None
     names = [type(callback).__name__ for callback in cli.trainer.callbacks]
-    assert {"ModelCheckpoint", "EarlyStopping", "LearningRateMonitor"} <= set(names)
+    assert {"PortableModelCheckpoint", "EarlyStopping", "LearningRateMonitor"} <= set(names)
 
 
 def test_recipes_profile_nothing_by_default_and_profile_on_request():
@@ -287,7 +287,7 @@ def test_weight_averaging_is_appended_to_the_default_callbacks(averaging):
     class_path, *init = averaging.split(" ")
     cli = _fit(digits_cnn, f"--trainer.callbacks+={class_path}", *init)
     names = {type(cb).__name__ for cb in cli.trainer.callbacks}
-    assert {"ModelCheckpoint", "EarlyStopping", "GradientStatsMonitor", class_path.rsplit(".")[-1]} <= names
+    assert {"PortableModelCheckpoint", "EarlyStopping", "GradientStatsMonitor", class_path.rsplit(".")[-1]} <= names
 
 
 def test_test_after_fit_reports_the_averaged_weights_of_the_best_checkpoint():

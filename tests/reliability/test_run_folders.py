@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import torch
 import yaml
 from conftest import QUIET
 
@@ -39,3 +41,30 @@ def test_two_recipe_runs_started_at_once_write_into_two_folders(tmp_path):
         assert (folder / "checkpoints" / "last.ckpt").is_file() and len(list(folder.glob("events.out.*"))) == 1
         assert not list(folder.glob("config.resume-*"))
     assert rates == {0.001, 0.002}  # each folder describes the run that wrote it
+
+
+def test_a_run_resumes_from_a_moved_folder_and_another_working_directory(tmp_path, monkeypatch):
+    """The logs folder moves and the resume starts elsewhere: the run continues in the folder that holds its
+    checkpoint, keeps its best checkpoint, and tests it after fitting."""
+    from recipes import digits_cnn
+
+    (tmp_path / "first").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    first = digits_cnn.main(["fit", "--trainer.max_epochs=1", "--test_after_fit=false", *QUIET])
+    best = Path(first.trainer.checkpoint_callback.best_model_path).name
+    shutil.move(tmp_path / "first" / "logs", tmp_path / "moved")
+    run = tmp_path / "moved" / "digits_cnn" / "version_0"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = digits_cnn.main(
+        ["fit", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--trainer.max_epochs=2", *QUIET]
+    )
+    assert Path(resumed.trainer.logger.log_dir).resolve() == run.resolve()
+    assert (run / "config.resume-1.yaml").is_file() and not (tmp_path / "elsewhere" / "logs").exists()
+    checkpoint = resumed.trainer.checkpoint_callback
+    best_path = Path(checkpoint.best_model_path)
+    assert best_path.is_file() and best_path.parent.resolve() == (run / "checkpoints").resolve()
+    assert {Path(path).name for path in checkpoint.best_k_models} == {best_path.name}  # the top-1, kept across the move
+    assert (run / "checkpoints" / best).is_file() or best_path.name != best  # an older best is replaced, not lost
+    assert "test/acc" in resumed.trainer.callback_metrics  # test_after_fit read the best checkpoint
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
