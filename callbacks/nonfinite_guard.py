@@ -41,7 +41,8 @@ class NonFiniteGuard(Callback):
 
     - ``"skip"``: drop the update and go on; ``skipped_steps`` counts them (saved in checkpoints). Non-finite
       *parameters* cannot be repaired by skipping, so they stop training as ``"stop"`` does, and so does a run of
-      ``max_consecutive_skips`` skipped steps.
+      ``max_consecutive_skips`` skipped steps, or an epoch whose every checked update was skipped (shorter than
+      ``max_consecutive_skips`` steps, it would otherwise end as if it had trained).
     - ``"stop"``: set ``trainer.should_stop``; the report (also kept in ``.report``) names the step, the batch, the
       loss and the first non-finite input, gradient, parameter and normalization statistic.
     - ``"checkpoint_and_stop"``: save ``nonfinite-step=<step>.ckpt`` (weights from before the bad update) in
@@ -50,7 +51,9 @@ class NonFiniteGuard(Callback):
     A stopped run still validates and writes its checkpoints (all finite: the bad update was never applied), then
     ``fit`` raises :class:`NonFiniteError` with the report, so a script or scheduler sees a failed run (with
     ``raise_on_stop=False`` it returns normally). A checkpoint of a model with non-finite weights is never written:
-    saving one raises :class:`NonFiniteError` naming the first bad tensor. Under DDP any rank's detection is shared
+    saving one raises :class:`NonFiniteError` naming the first bad tensor. A validation metric that a checkpoint or
+    early-stopping callback watches and that comes out NaN/Inf (finite but huge weights) raises at once, before any
+    checkpoint named after it is written. Under DDP any rank's detection is shared
     with all ranks, so they skip or stop together.
 
     Args:
@@ -104,6 +107,7 @@ class NonFiniteGuard(Callback):
 
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        self._epoch_checks = self._epoch_skips = 0  # checked and skipped updates of the current epoch
         self.report: str | None = None
         self.checkpoint_path: str | None = None
         self.stopped = False
@@ -123,6 +127,40 @@ class NonFiniteGuard(Callback):
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stat_tensors = _norm_statistics(pl_module)
+
+    @override
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_checks = self._epoch_skips = 0
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped or not self._epoch_checks or self._epoch_skips < self._epoch_checks:
+            return
+        self.report = (
+            f"Every one of the {self._epoch_checks} checked updates of epoch {trainer.current_epoch} was skipped on "
+            f"non-finite values, so the epoch trained nothing; the last: {self.report}"
+        )
+        self.stopped = True
+        trainer.should_stop = True
+        rank_zero_warn(self.report)
+
+    @override
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.raise_on_stop:
+            return
+        watched = {cb.monitor for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)}
+        watched |= {cb.monitor for cb in trainer.early_stopping_callbacks if getattr(cb, "monitor", None)}
+        for name in sorted(watched):
+            value = trainer.callback_metrics.get(name)
+            if value is not None and not torch.isfinite(torch.as_tensor(value)).all():
+                skipped = (
+                    f"; {self.skipped_steps} updates were skipped on non-finite values" if self.skipped_steps else ""
+                )
+                raise NonFiniteError(
+                    f"The validation metric {name} is {float(value)} after epoch {trainer.current_epoch}: the model's "
+                    f"outputs are not finite (diverged: a learning rate too high?){skipped}. No checkpoint was written "
+                    f"for this epoch. {self.report or ''}".strip()
+                )
 
     @override
     def on_train_batch_start(
@@ -163,6 +201,7 @@ class NonFiniteGuard(Callback):
                 exact += [(name, p.detach()) for name, p in named]
             bad = (self.check_inputs and bad_input is not None) or _first_nonfinite_tensor(exact) is not None
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        self._epoch_checks += 1
         if not bad:
             self.consecutive_skips = 0
             return
@@ -190,6 +229,7 @@ class NonFiniteGuard(Callback):
         if action == "skip":
             self.skipped_steps += 1
             self.consecutive_skips += 1
+            self._epoch_skips += 1
             rank_zero_warn(self.report)
             return
         if action == "checkpoint_and_stop" and first_param is None:
