@@ -38,7 +38,7 @@ from recipes.runs import (
     claim_run_folder,
     log_into_resumed_run,
 )
-from zoo.checkpoint import import_class, read_checkpoint, to_primitive
+from zoo.checkpoint import check_finite, import_class, read_checkpoint, to_primitive
 from zoo.tasks import TaskModule
 
 RECIPES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -127,6 +127,7 @@ class ZooCLI(LightningCLI):
             checkpoint = read_checkpoint(config.ckpt_path)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"--ckpt_path {error}") from None
+        check_finite(checkpoint["state_dict"], f"--ckpt_path {config.ckpt_path}")
         if subcommand == "fit":
             self._resumed_run = checkpoint.get("callbacks", {}).get(RunConfigCallback.__qualname__)
         class_path = config.model.class_path

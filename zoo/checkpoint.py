@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import importlib
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -56,8 +57,8 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> None:
 
 
 def load_file(path: str | os.PathLike[str], what: str = "PyTorch file", hint: str = "") -> Any:
-    """The contents of a file written by ``torch.save``, read with ``weights_only=True`` after the CRC check
-    (memory-mapped when it is a zip archive, so a large one costs little to inspect).
+    """The contents of a file written by ``torch.save``, read with ``weights_only=True`` after the CRC check of every
+    record, and each record's size checked against its tensor.
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
@@ -67,7 +68,9 @@ def load_file(path: str | os.PathLike[str], what: str = "PyTorch file", hint: st
         raise FileNotFoundError(f"{path}: no such {what}")
     verify_checkpoint(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        # Not memory-mapped: a mapped storage is read by its offset and expected size, so a record rewritten shorter
+        # (its checksum valid) reads the bytes after it; a plain read checks each record's size.
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, unpickling and weights_only failures come in many types
         raise ValueError(
             f"{path} ({os.path.getsize(path)} bytes) is not a readable {what} ({type(error).__name__}: {error})."
@@ -133,31 +136,70 @@ def checkpoint_class(checkpoint: Mapping[str, Any], source: str, trusted: Sequen
     return cls
 
 
+def check_finite(state_dict: Mapping[str, Any], source: str, allow_nonfinite: bool = False) -> None:
+    """Refuse (or, with ``allow_nonfinite``, warn about) weights holding NaN/Inf, naming the first such tensor: a
+    model that diverged answers anything, confidently.
+
+    Raises:
+        ValueError: naming ``source`` and the tensor.
+    """
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            count = int((~torch.isfinite(value)).sum())
+            message = (
+                f"{source} holds NaN/Inf weights: {name} has {count} of {value.numel()} values non-finite (the run "
+                "diverged after this checkpoint's last good state). Use an earlier checkpoint"
+            )
+            if not allow_nonfinite:
+                raise ValueError(f"{message}, or load it with allow_nonfinite=True to inspect it.")
+            warnings.warn(f"{message}; loaded anyway (allow_nonfinite=True).", stacklevel=3)
+            return
+
+
 def model_from_checkpoint(
-    checkpoint: Mapping[str, Any], source: str = "the checkpoint", trusted: Sequence[str] = TRUSTED_MODULES
+    checkpoint: Mapping[str, Any],
+    source: str = "the checkpoint",
+    trusted: Sequence[str] = TRUSTED_MODULES,
+    allow_nonfinite: bool = False,
 ) -> L.LightningModule:
     """The model a checkpoint was written by, rebuilt from its saved hyperparameters with its weights, in eval mode.
 
     What Lightning's ``load_from_checkpoint`` does, from a checkpoint already read (:func:`read_checkpoint`), so a
-    command reads each file once.
+    command reads each file once. Weights with NaN/Inf are refused (:func:`check_finite`); weights that do not fit
+    the rebuilt model are named with the file.
+
+    Raises:
+        ValueError: naming ``source`` for an untrusted class, non-finite weights, or weights of other names or shapes.
     """
     cls = checkpoint_class(checkpoint, source, trusted)
+    check_finite(checkpoint["state_dict"], source, allow_nonfinite)
     hparams = {key: value for key, value in (checkpoint.get("hyper_parameters") or {}).items() if key[:1] != "_"}
-    model = cls(**hparams)
-    model.on_load_checkpoint(dict(checkpoint))
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = cls(**hparams)
+        model.on_load_checkpoint(dict(checkpoint))
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, RuntimeError) as error:  # arguments or tensors that do not fit the class as it is now
+        first = str(error).strip().splitlines()[0]
+        detail = "\n".join(str(error).strip().splitlines()[1:4])
+        raise ValueError(
+            f"{source} does not fit {cls.__name__} as it is now ({first}{': ' + detail.strip() if detail else ''}). "
+            "It was written by another version of the model, or its hyperparameters were edited."
+        ) from error
     return model.eval()
 
 
-def load_from_checkpoint(path: str | os.PathLike[str], trusted: Sequence[str] = TRUSTED_MODULES) -> L.LightningModule:
+def load_from_checkpoint(
+    path: str | os.PathLike[str], trusted: Sequence[str] = TRUSTED_MODULES, allow_nonfinite: bool = False
+) -> L.LightningModule:
     """The zoo model a checkpoint file was written by, in eval mode (:func:`read_checkpoint`, then
     :func:`model_from_checkpoint`).
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
-        ValueError: naming ``path`` when it is damaged, not a Lightning checkpoint, or of a class outside ``trusted``.
+        ValueError: naming ``path`` when it is damaged, not a Lightning checkpoint, of a class outside ``trusted``,
+            holds non-finite weights or weights that do not fit the model.
     """
-    return model_from_checkpoint(read_checkpoint(path), str(path), trusted)
+    return model_from_checkpoint(read_checkpoint(path), str(path), trusted, allow_nonfinite)
 
 
 #: Entries Lightning writes into every checkpoint (none of them is a datamodule's state).

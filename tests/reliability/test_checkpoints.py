@@ -134,3 +134,66 @@ def test_load_from_checkpoint_in_python_refuses_a_foreign_class_without_importin
     with pytest.raises(ValueError, match=r"instantiator 'planted_py\.build' .* was blocked"):
         zoo.CNN.load_from_checkpoint("planted_py.ckpt")
     assert not Path("imported_py").exists()
+
+
+def _variant(source: Path, target: Path, change) -> Path:
+    checkpoint = torch.load(source, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, target)
+    return target
+
+
+def test_nan_weights_are_refused_by_every_reader_naming_the_tensor(digits_checkpoint, tmp_path, capsys):
+    def poison(checkpoint):
+        checkpoint["state_dict"]["head.weight"][0, :3] = float("nan")
+
+    bad = _variant(digits_checkpoint, tmp_path / "diverged.ckpt", poison)
+    message = r"diverged\.ckpt holds NaN/Inf weights: head\.weight has 3 of \d+ values non-finite"
+    with pytest.raises(ValueError, match=message):
+        zoo.load_from_checkpoint(bad)
+    with pytest.raises(ValueError, match=message):
+        zoo.CNN.load_from_checkpoint(bad)
+    with pytest.raises(ValueError, match=message):
+        digits_cnn.main(["test", f"--ckpt_path={bad}", *QUIET])
+    with pytest.raises(SystemExit, match=message):
+        zoo_main(["predict", "--ckpt_path", str(bad), "--text", "x"])
+    with pytest.raises(SystemExit, match=message):
+        zoo_main(["export", "--ckpt_path", str(bad), "--output", str(tmp_path / "x.onnx")])
+    with pytest.warns(UserWarning, match="loaded anyway"):
+        model = zoo.load_from_checkpoint(bad, allow_nonfinite=True)  # to inspect it
+    assert model.head.weight.isnan().sum() == 3
+
+
+@pytest.mark.parametrize("damage", ["shape", "missing", "argument"])
+def test_a_checkpoint_that_does_not_fit_its_class_is_named(damage, digits_checkpoint, tmp_path):
+    def change(checkpoint):
+        if damage == "shape":
+            checkpoint["hyper_parameters"]["channels"] = [16, 64]
+        elif damage == "missing":
+            del checkpoint["state_dict"]["head.bias"]
+        else:
+            checkpoint["hyper_parameters"]["no_such_argument"] = 1
+
+    bad = _variant(digits_checkpoint, tmp_path / f"{damage}.ckpt", change)
+    expected = {"shape": "size mismatch for", "missing": "Missing key", "argument": "no_such_argument"}[damage]
+    with pytest.raises(ValueError, match=rf"{damage}\.ckpt does not fit CNN as it is now \(.*{expected}"):
+        zoo.load_from_checkpoint(bad)
+    with pytest.raises(SystemExit, match=rf"{damage}\.ckpt does not fit CNN"):
+        zoo_main(["export", "--ckpt_path", str(bad), "--output", str(tmp_path / "x.onnx")])
+
+
+def test_a_shortened_record_with_a_valid_checksum_is_named(digits_checkpoint, tmp_path):
+    """A record rewritten shorter, with its CRC recomputed: the checksum passes, the load must still name the file."""
+    import zipfile
+
+    bad = tmp_path / "short.ckpt"
+    with zipfile.ZipFile(digits_checkpoint) as source, zipfile.ZipFile(bad, "w") as target:
+        records = [info for info in source.infolist() if "/data/" in info.filename]
+        largest = max(records, key=lambda info: info.file_size)
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, data[: len(data) // 2] if info is largest else data)
+    with pytest.raises(ValueError, match=r"short\.ckpt \(\d+ bytes\) is not a readable PyTorch checkpoint"):
+        zoo.load_from_checkpoint(bad)
+    with pytest.raises(ValueError, match=r"short\.ckpt \(\d+ bytes\) is not a readable PyTorch checkpoint"):
+        digits_cnn.main(["test", f"--ckpt_path={bad}", *QUIET])

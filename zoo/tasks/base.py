@@ -34,7 +34,7 @@ from lightning.pytorch.utilities import AttributeDict
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from typing_extensions import Self
 
-from zoo.checkpoint import CLASS_PATH_KEY, to_primitive, verify_checkpoint
+from zoo.checkpoint import CLASS_PATH_KEY, check_finite, to_primitive, verify_checkpoint
 from zoo.tasks.optim import (
     OptimizerName,
     SchedulerName,
@@ -378,13 +378,15 @@ class TaskModule(L.LightningModule):
         **kwargs: Any,
     ) -> Self:
         """Lightning's ``load_from_checkpoint``, reading tensors only (``weights_only=True``) and refusing a file
-        whose records fail their checksum. Lightning (2.6.6+) builds only an already imported subclass of ``cls``
-        named by the checkpoint, through an allow-listed instantiator."""
+        whose records fail their checksum or hold NaN/Inf weights. Lightning (2.6.6+) builds only an already imported
+        subclass of ``cls`` named by the checkpoint, through an allow-listed instantiator."""
         if isinstance(checkpoint_path, (str, os.PathLike)):
             verify_checkpoint(checkpoint_path)
-        return super().load_from_checkpoint(
+        model = super().load_from_checkpoint(
             checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
         )
+        check_finite(model.state_dict(), str(checkpoint_path))
+        return model
 
 
 def init_parameter_names(cls: type) -> set[str]:
