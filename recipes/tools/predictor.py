@@ -236,7 +236,14 @@ class Predictor:
             if low < 0 or (limit is not None and high >= limit):
                 what = "pixel values" if self.input_dtype == "uint8" else "token ids"
                 raise InputError(f"{self.model_name} reads {what} in [0, {(limit or 1) - 1}], got [{low}, {high}]")
-        return x.to(getattr(torch, self.input_dtype))
+        x = x.to(getattr(torch, self.input_dtype))
+        if floating and not torch.isfinite(x).all():  # NaN, Inf, or a value beyond the dtype's range (1e308)
+            position = tuple(index.item() for index in (~torch.isfinite(x)).nonzero()[0])
+            raise InputError(
+                f"{self.model_name} reads finite numbers; the input at position {position} is {x[position].item()} "
+                f"(NaN, infinite, or beyond {self.input_dtype}'s range)"
+            )
+        return x
 
     def load_image(self, source: str | os.PathLike[str] | bytes, name: str | None = None) -> torch.Tensor:
         """One image file (or its encoded bytes) as uint8 ``(C, H, W)`` at the model's size.
