@@ -148,6 +148,63 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return permutation[n_val:].sort().values, permutation[:n_val].sort().values
 
 
+def read_csv(path: str | os.PathLike[str]) -> Any:
+    """A CSV file with a header row and at least one data row, as a pandas DataFrame.
+
+    Raises:
+        FileNotFoundError: naming the file when it is missing.
+        ValueError: naming the file when it is empty, not UTF-8 text, malformed, or holds a header and no rows.
+    """
+    import pandas as pd
+
+    where = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No CSV file at {where}; put a CSV file with a header row there")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{where} is empty; a CSV file needs a header row, then one row of values per line") from error
+    except UnicodeDecodeError as error:
+        with open(path, "rb") as file:  # pandas gives offsets within its chunk; decode the whole file for the line
+            data = file.read()
+        try:
+            data.decode("utf-8")
+            start = error.start
+        except UnicodeDecodeError as whole:
+            start = whole.start
+        line = data.count(b"\n", 0, start) + 1
+        raise ValueError(
+            f"{where} is not UTF-8 text (byte {data[start]:#04x} on line {line}); save it as UTF-8 CSV"
+        ) from error
+    except (ValueError, pd.errors.ParserError) as error:
+        raise ValueError(f"{where} is not a readable CSV file ({type(error).__name__}: {error})") from error
+    if frame.empty:
+        raise ValueError(f"{where} has a header ({', '.join(map(str, frame.columns))}) but no rows of values")
+    return frame
+
+
+def check_float32_range(values: Any, columns: Sequence[str], source: str) -> None:
+    """Raise naming the column and row of the first value (NaN aside) that float32, in which models compute and
+    scalers are saved, cannot hold: an infinity, or a magnitude beyond 3.4e38 (whose standard deviation would overflow
+    to inf and scale every value to 0 or NaN).
+
+    Args:
+        values: ``(N, len(columns))`` numbers (a NumPy array or tensor, float64).
+        columns: the column names.
+        source: the file or series named in the error.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    beyond = np.abs(np.nan_to_num(values, nan=0.0)) > np.finfo(np.float32).max
+    if beyond.any():
+        row, column = (int(i) for i in np.argwhere(beyond)[0])
+        raise ValueError(
+            f"column {columns[column]!r} of {source} holds {values[row, column]:g} (data row {row + 1}), beyond the "
+            f"float32 range (+-{np.finfo(np.float32).max:.3g}) models compute in; rescale the column (e.g. other units)"
+        )
+
+
 def check_batch_and_split(batch_size: int, val_fraction: float) -> None:
     """Raise at construction for a batch size or validation fraction no loader can use."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

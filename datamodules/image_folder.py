@@ -103,7 +103,13 @@ class ImageFolderDataModule(ImageDataModule):
         if self._classes is None:
             self.prepare_data()
             root = self._split_root("train") or self.data_dir
-            self._classes = datasets.folder.find_classes(root)[0]
+            classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+            if len(classes) < 2:  # one class would train to a "perfect" accuracy that means nothing
+                raise ValueError(
+                    f"Image folder {os.path.abspath(root)}/ holds {len(classes)} class folder(s) {classes}; a "
+                    "classifier needs at least two. Put one sub-folder of images per class there (<class>/*.jpg)."
+                )
+            self._classes = classes
         return self._classes
 
     @property
@@ -127,10 +133,16 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _folder(self, root: str) -> datasets.ImageFolder:
         # Files are read as uint8 tensors (C, H, W); a file that cannot be decoded is named in the error.
-        folder = datasets.ImageFolder(root, loader=partial(decode_image, channels=self.in_channels))
-        if folder.classes != self.classes:
+        classes = self.classes  # checked first: at least two class folders
+        folder = datasets.ImageFolder(root, loader=partial(decode_image, channels=self.in_channels), allow_empty=True)
+        if folder.classes != classes:
+            raise ValueError(f"Class folders of {root} {folder.classes} differ from the training classes {classes}")
+        empty = sorted(set(folder.classes) - {folder.classes[target] for target in folder.targets})
+        if empty:
+            extensions = ", ".join(datasets.folder.IMG_EXTENSIONS)
             raise ValueError(
-                f"Class folders of {root} {folder.classes} differ from the training classes {self.classes}"
+                f"Image folder {os.path.abspath(root)}/ has class folders without images: {empty}. Put images "
+                f"({extensions}) in each, or remove the empty ones."
             )
         return folder
 

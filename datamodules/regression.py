@@ -27,7 +27,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.base import SavesPreprocessing, SplitLoaders, check_batch_and_split, make_loader, split_indices
+from datamodules.base import (
+    SavesPreprocessing,
+    SplitLoaders,
+    check_batch_and_split,
+    check_float32_range,
+    make_loader,
+    read_csv,
+    split_indices,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -211,16 +219,12 @@ def read_csv_columns(
 
     Raises:
         FileNotFoundError: naming the file when it is missing.
-        ValueError: naming the file and the columns when a column is missing or not numeric, or a value is empty.
+        ValueError: naming the file (and the column) when it is empty, not UTF-8, has no rows, lacks a column, or
+            holds a non-numeric, empty or out-of-range (beyond float32) value.
     """
     import pandas as pd
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such CSV file; put a CSV with a header row there")
-    try:
-        frame = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path} is not a readable CSV file ({type(error).__name__}: {error})") from error
+    frame = read_csv(path)
     if features is None:
         features = [
             name for name in frame.columns if name not in targets and pd.api.types.is_numeric_dtype(frame[name])
@@ -235,4 +239,5 @@ def read_csv_columns(
         problem = f"non-numeric columns {wrong}" if wrong else f"empty values in {empty}" if empty else "under 3 rows"
         raise ValueError(f"{path}: {problem}; every row needs a number in each of {[*features, *targets]}")
     values = torch.tensor(columns.to_numpy(dtype="float64"))
+    check_float32_range(values, [*features, *targets], str(path))
     return values[:, : len(features)], values[:, len(features) :]

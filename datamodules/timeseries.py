@@ -25,7 +25,6 @@ What keeps the evaluation honest:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,7 +37,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import SavesPreprocessing, SplitLoaders, make_loader
+from datamodules.base import SavesPreprocessing, SplitLoaders, check_float32_range, make_loader, read_csv
 
 ScalerName = Literal["standard", "minmax", "none"]
 MissingName = Literal["mask", "ffill"]
@@ -250,9 +249,7 @@ class TimeSeriesDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModu
                     frames.append(pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])]))
                 return [(f"series[{i}]" if len(frames) > 1 else "series", f) for i, f in enumerate(frames)]
         elif hp.csv_path is not None:
-            if not os.path.isfile(hp.csv_path):
-                raise FileNotFoundError(f"No CSV file at {os.path.abspath(hp.csv_path)}")
-            frame = pd.read_csv(hp.csv_path)
+            frame = read_csv(hp.csv_path)
         else:
             frame, time_column, id_column = NAMED_SERIES[hp.dataset].loader(), "time", None
         for column in (time_column, id_column):
@@ -474,9 +471,7 @@ def _numeric(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
             example = f", e.g. {sample.iloc[0]!r}" if len(sample) else ""
             raise ValueError(f"column {column!r} of {name} is not numeric (dtype {frame[column].dtype}{example})")
     values = frame[columns].to_numpy(dtype=np.float64)
-    if np.isinf(values).any():
-        column = columns[int(np.flatnonzero(np.isinf(values).any(0))[0])]
-        raise ValueError(f"column {column!r} of {name} has infinite values")
+    check_float32_range(values, columns, name)
     return values
 
 

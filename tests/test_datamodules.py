@@ -210,7 +210,7 @@ def test_image_folder_errors(tmp_path):
         ImageFolderDataModule(data_dir=str(tmp_path / "missing")).num_classes  # noqa: B018
     with pytest.raises(ValueError, match="mean and std need 3 values"):
         ImageFolderDataModule(data_dir=str(tmp_path), mean=(0.5,))
-    _write_tree(tmp_path, ("a",), per_class=2)
+    _write_tree(tmp_path, ("a", "b"), per_class=2)
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG broken")
     dm = ImageFolderDataModule(data_dir=str(tmp_path), img_size=8, val_fraction=0.0, test_fraction=0.01, num_workers=0)
     dm.setup()
