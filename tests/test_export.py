@@ -300,7 +300,7 @@ def test_cli_exports_a_preset_with_the_format_from_the_suffix(tmp_path: Path, ca
         (["--model", "cnn_digit"], "Unknown model 'cnn_digit'. Did you mean: cnn_digits"),
         (["--ckpt_path", "{tmp}/missing.ckpt"], "missing.ckpt: no such checkpoint file"),
         (["--ckpt_path", "{tmp}/corrupt.ckpt"], "corrupt.ckpt (80 bytes) is not a readable PyTorch checkpoint"),
-        (["--model", "mlp_small", "--format", "pt2"], "agree with the --output suffix, got 'pt2' and 'onnx'"),
+        (["--model", "mlp_small", "--format", "pt2"], "--output end in it, got 'pt2' and"),
         (["--model", "lstm_seq2seq_test"], "lstm_seq2seq_test does not export to onnx (GuardOnDataDependentSymNode"),
     ],
     ids=["unknown-preset", "missing-ckpt", "corrupt-ckpt", "format-suffix", "unexportable"],

@@ -5,7 +5,9 @@ problem and exit non-zero without a traceback."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
@@ -42,6 +44,48 @@ def named_errors(*more: type[BaseException]) -> Iterator[None]:
         yield
     except (*known, *more) as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def check_output_file(
+    path: str | os.PathLike[str] | None, overwrite: bool, suffixes: Sequence[str] = (), flag: str = "--output"
+) -> Path | None:
+    """``path`` checked before any work is done: its folder exists, it is not a folder, its suffix is one of
+    ``suffixes`` (the formats it may hold) and it does not exist yet unless ``overwrite``.
+
+    Raises:
+        SystemExit: ``error: ...`` naming the path and what to do.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise SystemExit(f"error: {flag} {path} is a folder; give the path of a file")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise SystemExit(f"error: {flag} {path} must end in {' or '.join(suffixes)}, the format written")
+    if not path.parent.is_dir():
+        raise SystemExit(f"error: the folder {path.parent}/ of {flag} {path} does not exist; create it first")
+    if path.exists() and not overwrite:
+        raise SystemExit(f"error: {flag} {path} exists; pass --overwrite to replace it")
+    return path
+
+
+def check_output_folder(
+    folder: str | os.PathLike[str], names: Iterable[str], overwrite: bool, flag: str = "--output"
+) -> Path:
+    """The folder that will hold files ``names``, checked before any work: not a file, and none of those files
+    there yet unless ``overwrite`` (the folder itself is made when the files are written).
+
+    Raises:
+        SystemExit: ``error: ...`` naming the path and what to do.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SystemExit(f"error: {flag} {folder} is a file; give a folder to write into")
+    existing = [name for name in names if (folder / name).exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise SystemExit(f"error: {folder}/ already holds {shown}; pass --overwrite to replace them")
+    return folder
 
 
 def as_dict(options: Namespace) -> dict[str, Any]:

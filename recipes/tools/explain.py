@@ -21,7 +21,7 @@ import torch
 
 import zoo
 from datamodules import get_datamodule_class
-from recipes.tools.command import exactly_one, named_errors, parse, tool_parser
+from recipes.tools.command import check_output_folder, exactly_one, named_errors, parse, tool_parser
 from recipes.tools.inference import InferenceModel
 from recipes.tools.interpret import attention_heatmap, integrated_gradients, saliency
 from recipes.tools.predictor import Predictor
@@ -117,6 +117,7 @@ def main(args: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--data_dir", type=str | None, default=None, help="where that datamodule reads")
     parser.add_argument("--method", type=str, default="ig", help="ig (integrated gradients), saliency or attention")
     parser.add_argument("--output", type=str, default="explain", help="folder of the PNGs")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace PNGs of the same names in --output")
     parser.add_argument("--target", type=int | None, default=None, help="explain this class, not the predicted one")
     parser.add_argument("--steps", type=int, default=50, help="integrated-gradients steps")
     parser.add_argument("--chunk_size", type=int, default=64, help="scaled inputs per forward")
@@ -130,6 +131,7 @@ def main(args: Sequence[str] | None = None) -> list[Path]:
         parser.error("--data_samples needs N >= 1 and --data (the datamodule whose test images to explain)")
     if options.steps < 2:
         parser.error(f"--steps must be >= 2, got {options.steps}")
+    output = check_output_folder(options.output, (), options.overwrite)  # not a file
     with named_errors():
         predictor = _predictor(options)
         model = predictor.model
@@ -142,20 +144,21 @@ def main(args: Sequence[str] | None = None) -> list[Path]:
         else:
             x, labels = _data_samples(options.data_samples, options.data, options.data_dir)
             names = [f"sample{index}" for index in range(len(x))]
+        files = [f"{index:02d}_{name}_{options.method}.png" for index, name in enumerate(names)]
+        check_output_folder(output, files, options.overwrite)  # before the maps are computed
         with torch.no_grad():
             probabilities = model(x).softmax(dim=1)
         heat = _maps(model, x, options, module)
     shown_images = (x * module.input_std.view(1, -1, 1, 1) + module.input_mean.view(1, -1, 1, 1)).clamp(0, 1)
-    output = Path(options.output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     method = {"ig": "integrated gradients", "saliency": "saliency", "attention": "attention rollout"}[options.method]
-    for index, name in enumerate(names):
+    for index, (name, file) in enumerate(zip(names, files, strict=True)):
         predicted = int(probabilities[index].argmax())
         shown = predicted if options.target is None else options.target
         title = f"{method} of class {shown}\npredicted {predicted} ({probabilities[index, predicted]:.0%})"
         subtitle = f"{name}" + ("" if labels is None else f"\nlabel {int(labels[index])}")
-        path = output / f"{index:02d}_{name}_{options.method}.png"
+        path = output / file
         _save_overlay(path, shown_images[index], heat[index].detach(), title, subtitle)
         written.append(path)
         print(path)

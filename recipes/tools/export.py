@@ -496,7 +496,7 @@ def main(args: Sequence[str] | None = None) -> Path:
     Raises:
         SystemExit: with a message naming the file, preset or package at fault.
     """
-    from recipes.tools.command import exactly_one, parse, tool_parser
+    from recipes.tools.command import check_output_file, exactly_one, parse, tool_parser
     from zoo import create_model
     from zoo.checkpoint import data_preprocessing, model_from_checkpoint, read_checkpoint
 
@@ -508,22 +508,23 @@ def main(args: Sequence[str] | None = None) -> Path:
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute tolerance on the max abs diff")
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative part, times the max |output|")
     parser.add_argument("--static_batch", type=bool, default=False, help="a fixed batch size (the example's)")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace --output when it exists")
     opts = parse(parser, args)
     source = exactly_one(parser, opts, "ckpt_path", "model")
     if not (opts.atol > 0 and opts.rtol >= 0):
         parser.error(f"--atol must be > 0 and --rtol >= 0, got {opts.atol} and {opts.rtol}")
-    suffix = Path(opts.output).suffix.lstrip(".") if opts.output else ""
-    fmt = opts.format or (suffix if suffix in FORMATS else "onnx")
-    if fmt not in FORMATS or (suffix in FORMATS and suffix != fmt):
-        parser.error(f"--format must be onnx or pt2 and agree with the --output suffix, got {fmt!r} and {suffix!r}")
+    suffix = Path(opts.output).suffix.lstrip(".").lower() if opts.output else None
+    fmt = opts.format or suffix or "onnx"
+    if fmt not in FORMATS or suffix not in (None, fmt):
+        parser.error(f"--format must be onnx or pt2 and --output end in it, got {fmt!r} and {opts.output!r}")
     name = Path(opts.ckpt_path).stem if source == "ckpt_path" else opts.model
+    output = check_output_file(opts.output or f"{name}.{fmt}", opts.overwrite, (f".{fmt}",))
     try:
         if source == "ckpt_path":
             checkpoint = read_checkpoint(opts.ckpt_path)  # once: the model and the data's preprocessing
             model, data = model_from_checkpoint(checkpoint, opts.ckpt_path), data_preprocessing(checkpoint)
         else:
             model, data = create_model(opts.model).eval(), None
-        output = Path(opts.output or f"{name}.{fmt}")
         module = InferenceModel(model, resolve_preprocessing(model, data))
         export = export_onnx if fmt == "onnx" else export_program
         path = export(module, output, dynamic_batch=not opts.static_batch, atol=opts.atol, rtol=opts.rtol)

@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from recipes.tools.command import exactly_one, named_errors, parse, tool_parser
+from recipes.tools.command import (
+    check_output_file,
+    check_output_folder,
+    exactly_one,
+    named_errors,
+    parse,
+    tool_parser,
+)
 from recipes.tools.predictor import InputError, Predictor, collect_images
 
 #: File endings read as tensors rather than images.
@@ -52,9 +59,13 @@ def read_tensor(path: str | os.PathLike[str]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _tensor_files(paths: Sequence[str]) -> list[str]:
+    return [path for path in paths if str(path).endswith(TENSOR_SUFFIXES) and os.path.isfile(path)]
+
+
 def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int, batch_size: int) -> list[dict[str, Any]]:
     """Answers for image files and folders, or for ``.npy``/``.json`` tensor files (one answer per sample)."""
-    tensors = [path for path in paths if str(path).endswith(TENSOR_SUFFIXES) and os.path.isfile(path)]
+    tensors = _tensor_files(paths)
     if not tensors:
         return predictor.predict_images(collect_images(paths), top_k, batch_size=batch_size)
     if len(tensors) != len(paths):
@@ -67,17 +78,26 @@ def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int, batch_
     return results
 
 
-def save_images(results: list[dict[str, Any]], folder: str) -> None:
-    """Write each answer's ``image`` (uint8 ``(H, W, C)``) as a PNG into ``folder``; the answer keeps its path."""
+def image_file_name(index: int, name: str) -> str:
+    """The PNG file name of the ``index``-th answered image, whose input was ``name``."""
+    return f"{index:04d}_{Path(str(name)).stem}.png"
+
+
+def save_images(results: list[dict[str, Any]], folder: str, overwrite: bool = False) -> None:
+    """Write each answer's ``image`` (uint8 ``(H, W, C)``) as a PNG into ``folder``; the answer keeps its path.
+    Existing files of those names are refused (before any is written) unless ``overwrite``."""
     from PIL import Image
 
-    for index, result in enumerate(results):
-        if "image" in result:
-            os.makedirs(folder, exist_ok=True)
-            pixels = np.asarray(result.pop("image"), dtype=np.uint8)
-            path = os.path.join(folder, f"{index:04d}_{Path(str(result['input'])).stem}.png")
-            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
-            result["image_file"] = path
+    names = {
+        index: image_file_name(index, result["input"]) for index, result in enumerate(results) if "image" in result
+    }
+    check_output_folder(folder, names.values(), overwrite, "--output_dir")
+    for index, name in names.items():
+        os.makedirs(folder, exist_ok=True)
+        pixels = np.asarray(results[index].pop("image"), dtype=np.uint8)
+        path = os.path.join(folder, name)
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+        results[index]["image_file"] = path
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -119,6 +139,7 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--output", type=str | None, default=None, help="also write the answers to this JSON file")
     parser.add_argument("--output_dir", type=str, default="predictions", help="where answered images go (PNG)")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace --output and PNGs that exist")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="text: characters to generate")
     parser.add_argument("--temperature", type=float, default=0.8, help="text: 0 always picks the most likely")
     parser.add_argument("--sample_top_k", type=int | None, default=None, help="text: sample among the k most likely")
@@ -128,17 +149,21 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     exactly_one(parser, options, "inputs", "text")
     if options.top_k < 1 or options.batch_size < 1:
         parser.error("--top_k and --batch_size must be >= 1")
+    check_output_file(options.output, options.overwrite, (".json",))  # before the work, not after it
     with named_errors():
         predictor = (
             Predictor.from_onnx(options.onnx) if source == "onnx" else Predictor.from_checkpoint(options.ckpt_path)
         )
+        if predictor.task.answers_images and options.inputs and not _tensor_files(options.inputs):
+            names = [image_file_name(i, name) for i, name in enumerate(collect_images(options.inputs))]
+            check_output_folder(options.output_dir, names, options.overwrite, "--output_dir")
         if options.text is not None:
             text = options.text.encode().decode("unicode_escape") if "\\" in options.text else options.text
             sampling = (options.max_new_tokens, options.temperature, options.sample_top_k, options.seed)
             results = [predictor.predict_text(text, *sampling)]
         else:
             results = predict_files(predictor, options.inputs, options.top_k, options.batch_size)
-    save_images(results, options.output_dir)
+    save_images(results, options.output_dir, options.overwrite)
     if options.text is not None:
         print(results[0]["output"])  # the text itself: a table would wrap it
     else:

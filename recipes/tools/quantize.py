@@ -242,15 +242,17 @@ def main(args: Sequence[str] | None = None) -> Path:
     Raises:
         SystemExit: with a message naming the file or the layers at fault.
     """
-    from recipes.tools.command import named_errors, parse, tool_parser
+    from recipes.tools.command import check_output_file, named_errors, parse, tool_parser
     from zoo.checkpoint import load_from_checkpoint
 
     parser = tool_parser("quantize", __doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=str, help="a checkpoint of a zoo model")
     parser.add_argument("--method", type=Literal["dynamic", "weight_only"], default="dynamic")
     parser.add_argument("--output", type=str | None, default=None, help="the file (default: <checkpoint>_int8.pt)")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace --output when it exists")
     options = parse(parser, args)
     output = Path(options.output or f"{Path(options.ckpt_path).stem}_int8.pt")
+    check_output_file(output, options.overwrite, (".pt", ".pth"))
     with named_errors(ImportError):
         model = load_from_checkpoint(options.ckpt_path)
         quantized = quantize_linear(model, weight_only=options.method == "weight_only")

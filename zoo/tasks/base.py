@@ -96,6 +96,8 @@ class TaskModule(L.LightningModule):
     overfit_lr: ClassVar[float] = 1e-3
     #: Whether the model continues text token by token (a language model) rather than answering it in one pass.
     generates_text: ClassVar[bool] = False
+    #: Whether each answer of :meth:`answers` holds an ``image`` (the tools write it as a PNG).
+    answers_images: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class Denoiser(TaskModule):
 
     monitor = ("val/psnr", "max")
     data_links = ("in_channels", "img_size", "mean", "std")
+    answers_images = True
 
     def __init__(
         self,
