@@ -27,7 +27,9 @@ class ExactResume(Callback):
     checkpoint written inside an epoch (``ModelCheckpoint(every_n_train_steps=...)``).
 
     Not exact, with a warning when a run resumes: under DDP (only rank 0's states reach the checkpoint, so none are
-    restored) and with loader workers (``num_workers > 0``), whose generators no checkpoint holds.
+    restored) and with loader workers (``num_workers > 0``), whose generators no checkpoint holds. A resume that
+    trains nothing, because the checkpoint already reached ``max_epochs`` or ``max_steps``, warns too (Lightning ends
+    such a fit without a word).
 
     Example:
         >>> ExactResume()  # doctest: +ELLIPSIS
@@ -38,6 +40,7 @@ class ExactResume(Callback):
         self._trainer: L.Trainer | None = None
         self._restored = False
         self._loader_state: dict[str, Any] | None = None
+        self._trained = False
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -87,7 +90,25 @@ class ExactResume(Callback):
         self._restored = True
 
     @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = False
+
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.ckpt_path or self._trained or trainer.limit_train_batches == 0:
+            return
+        if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+            reached, limit = f"{trainer.global_step} steps", ("max_steps", trainer.max_steps)
+        else:
+            reached, limit = f"{trainer.current_epoch} epochs", ("max_epochs", trainer.max_epochs)
+        rank_zero_warn(
+            f"ExactResume: nothing was trained: {trainer.ckpt_path} holds {reached}, which reaches this run's "
+            f"{limit[0]}={limit[1]}. Raise --trainer.{limit[0]} above {limit[1]} to train further."
+        )
+
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = True
         restored, self._restored = self._restored, False
         loader_state, self._loader_state = self._loader_state, None
         loader = _train_loader(trainer)

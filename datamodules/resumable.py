@@ -66,8 +66,10 @@ class ResumableLoader(DataLoader):
             kwargs.setdefault("generator", torch.Generator())  # worker seeds follow the epoch's seed
             shuffle = False
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, **kwargs)
-        self._batches = 0
-        self._resume: tuple[int | None, int] | None = None  # (seed, batches already trained on) of the next epoch
+        self._batches = 0  # batches handed out in this epoch, as the training loop counts them
+        self._seen = 0  # samples of this epoch's order handed out
+        # The next epoch's (seed, samples already trained on, batches the loop counts as done), when it resumes.
+        self._resume: tuple[int | None, int, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         # Lazy: nothing is drawn or skipped until the first batch is asked for, so a position loaded after the
@@ -75,36 +77,69 @@ class ResumableLoader(DataLoader):
         return self._epoch()
 
     def _epoch(self) -> Iterator[Any]:
-        seed, skip = self._resume or (None, 0)
+        seed, seen, counted = self._resume or (None, 0, 0)
         self._resume = None
+        size = self.batch_size or 1
         sampler = self.sampler if isinstance(self.sampler, ResumableRandomSampler) else None
         if sampler is not None:
             if seed is None:
                 seed = int(torch.empty((), dtype=torch.int64).random_().item())
-            sampler.seed, sampler.skip = seed, skip * (self.batch_size or 1)
+            sampler.seed, sampler.skip = seed, seen
             if self.generator is not None:
                 self.generator.manual_seed(seed)
             batches = super().__iter__()
-        else:  # a sequential or user-given sampler: skip whole batches
-            batches = itertools.islice(super().__iter__(), skip, None)
-        self._batches = skip
+        else:  # a sequential or user-given sampler: skip whole batches (a few samples again if the size changed)
+            seen = seen // size * size
+            batches = itertools.islice(super().__iter__(), seen // size, None)
+        self._batches, self._seen = counted, seen
         for batch in batches:
             self._batches += 1
+            self._seen = min(self._seen + size, len(self.dataset))
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
-        """The epoch's shuffle seed and the number of batches handed out in it."""
+        """The epoch's shuffle seed, the batches handed out in it and the samples of its order they held."""
         seed = self.sampler.seed if isinstance(self.sampler, ResumableRandomSampler) else None
-        return {"seed": seed, "batches": self._batches, "batch_size": self.batch_size, "length": len(self)}
+        return {
+            "seed": seed,
+            "batches": self._batches,
+            "batch_size": self.batch_size,
+            "length": len(self),
+            "samples": len(self.dataset),
+            "seen": self._seen,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume the epoch of ``state_dict`` at its first batch not yet handed out."""
-        batches, length = state_dict["batches"], state_dict["length"]
-        if state_dict["batch_size"] != self.batch_size or length != len(self):
+        """Resume the epoch of ``state_dict`` at its first sample not yet handed out, in the same order.
+
+        With another batch size the epoch continues over its remaining samples in batches of the new size; the
+        training loop still counts the batches already done against this loader's length, so with a larger batch
+        size it ends the epoch before every remaining sample is trained on (the warning says how many are not).
+        """
+        batches, length, size = state_dict["batches"], state_dict["length"], state_dict["batch_size"] or 1
+        if batches >= length:  # at the end of an epoch the next one starts afresh
+            return
+        samples = state_dict.get("samples", len(self.dataset))
+        if samples != len(self.dataset):
             rank_zero_warn(
-                f"ResumableLoader: the checkpoint's epoch had {length} batches of {state_dict['batch_size']}, this "
-                f"loader has {len(self)} of {self.batch_size}; the resumed epoch starts from its first batch."
+                f"ResumableLoader: the checkpoint's epoch ran over {samples} samples, this dataset has "
+                f"{len(self.dataset)}; the resumed epoch draws a new order, and the training loop, counting the "
+                f"{batches} batches done, ends it after {max(len(self) - batches, 0)} of this loader's {len(self)}."
             )
             return
-        if batches < length:  # at the end of an epoch the next one starts afresh
-            self._resume = (state_dict["seed"], batches)
+        seen = state_dict.get("seen", batches * size)
+        self._resume = (state_dict["seed"], seen, batches)
+        if size != (self.batch_size or 1):
+            new = self.batch_size or 1
+            left = samples - seen
+            trained = min(left, max(len(self) - batches, 0) * new)
+            ending = (
+                "every one of them is trained on"
+                if trained >= left
+                else f"the training loop counts the {batches} batches done against this loader's {len(self)}, so it "
+                f"ends the epoch after {trained // new} batches: {left - trained} samples of it are not trained on"
+            )
+            rank_zero_warn(
+                f"ResumableLoader: the checkpoint's epoch trained on {batches} batches of {size} ({seen} of {samples} "
+                f"samples); it continues over the other {left} in the same order, in batches of {new}, and {ending}."
+            )

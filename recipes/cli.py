@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -193,7 +194,7 @@ def _parser_kwargs(*config_files: str) -> dict[str, dict[str, list[str]]]:
 
 #: Errors that end a run from the command line with ``error: <message>`` rather than a traceback: what they say is
 #: all a user needs (a full disk, a run that diverged).
-USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointWriteError, NonFiniteError)
+USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointWriteError, NonFiniteError, MisconfigurationException)
 
 
 def _cli(args: Sequence[str] | None, **kwargs: Any) -> ZooCLI:
@@ -326,7 +327,7 @@ def _tool(args: Sequence[str]) -> Callable[[list[str]], Any] | None:
 
 def main(args: Sequence[str] | None = None) -> Any:
     """The ``zoo`` command: ``zoo list``, the tools, or LightningCLI subcommands with short model/data names."""
-    args = list(sys.argv[1:] if args is None else args)
+    from_command_line, args = args is None, list(sys.argv[1:] if args is None else args)
     if args[:1] == ["list"]:
         print_registry()
         return None
@@ -335,7 +336,14 @@ def main(args: Sequence[str] | None = None) -> Any:
         return tool(args[1:])
     if not args:
         rank_zero_info("usage: zoo {list,fit,validate,test,predict,export,serve,explain,quantize} [--model NAME] ...")
-    return _cli(expand_short_names(args), parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
+    expanded = expand_short_names(args)
+    argv = sys.argv
+    if from_command_line:  # LightningCLI reads the expanded args; it warns when sys.argv holds arguments too
+        sys.argv = argv[:1]
+    try:
+        return _cli(expanded, parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
+    finally:
+        sys.argv = argv
 
 
 def console() -> None:

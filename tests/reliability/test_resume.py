@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,77 @@ def test_resuming_with_workers_warns_that_it_is_not_exact(uninterrupted, tmp_pat
     args = ["fit", *RUN, "--trainer.max_epochs=4", f"--ckpt_path={last}", "--data.init_args.num_workers=1"]
     with pytest.warns(UserWarning, match="worker processes draw their random augmentations"):
         digits_cnn.main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}", "--test_after_fit=false"])
+
+
+def _finished_run(uninterrupted, tmp_path: Path) -> tuple[Path, int]:
+    """A copy of the uninterrupted run's folder (resumes write into the checkpoint's folder), its last.ckpt and the
+    epochs that holds."""
+    run_dir = shutil.copytree(uninterrupted[0].trainer.logger.log_dir, tmp_path / "digits_cnn" / "version_0")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last, torch.load(last, weights_only=True)["epoch"] + 1
+
+
+@pytest.mark.parametrize("short_by", [0, 1])
+def test_resuming_at_or_past_max_epochs_warns_that_nothing_is_trained(uninterrupted, tmp_path, short_by):
+    last, epochs = _finished_run(uninterrupted, tmp_path)
+    max_epochs = epochs - short_by
+    args = ["fit", *RUN, f"--trainer.max_epochs={max_epochs}", f"--ckpt_path={last}", "--test_after_fit=false"]
+    expected = rf"nothing was trained: .*last\.ckpt holds {epochs} epochs, which reaches this run's max_epochs="
+    with pytest.warns(UserWarning, match=expected + rf"{max_epochs}\. Raise --trainer\.max_epochs above"):
+        resumed = digits_cnn.main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    weights = torch.load(last, weights_only=True)["state_dict"]
+    assert all(torch.equal(resumed.model.state_dict()[key], value) for key, value in weights.items())
+
+
+def test_resuming_far_past_max_epochs_is_a_one_line_error(uninterrupted, tmp_path, monkeypatch):
+    last, _ = _finished_run(uninterrupted, tmp_path)
+    args = ["fit", *RUN, "--trainer.max_epochs=1", f"--ckpt_path={last}"]
+    monkeypatch.setattr(sys, "argv", ["digits_cnn", *args, f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    with pytest.raises(SystemExit, match=r"^error: You restored a checkpoint with current_epoch=\d+, but you have set"):
+        digits_cnn.main()
+
+
+def test_a_mid_epoch_resume_with_another_batch_size_says_what_it_trains(tmp_path):
+    """The epoch continues over its unseen samples in the same order; with a larger batch size the training loop
+    (counting the batches already done) ends it early, and the warning gives the number of samples left out."""
+    import lightning as L
+    from conftest import quiet_trainer
+    from torch.utils.data import TensorDataset
+
+    from callbacks import ExactResume
+    from datamodules.resumable import ResumableLoader
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer, self.seen = torch.nn.Linear(1, 1), []
+
+        def training_step(self, batch, batch_idx):
+            self.seen += batch[0].flatten().tolist()
+            return self.layer(batch[0].float()).sum()
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if self.trainer.global_step == 5 and not self.trainer.ckpt_path:
+                self.trainer.save_checkpoint(tmp_path / "mid.ckpt")  # inside the first epoch, after 5 batches
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def loader(batch_size: int) -> ResumableLoader:
+        return ResumableLoader(TensorDataset(torch.arange(640).view(-1, 1)), batch_size=batch_size, shuffle=True)
+
+    torch.manual_seed(0)
+    first = Recorder()
+    quiet_trainer(max_steps=7, callbacks=[ExactResume()]).fit(first, loader(32))
+    before = set(first.seen[:160])  # the 5 batches of 32 in the checkpoint
+    for batch_size, message, left_out in [
+        (16, r"5 batches of 32 \(160 of 640 samples\); it continues over the other 480 .* every one of them", 0),
+        (64, r"it continues over the other 480 .* ends the epoch after 5 batches: 160 samples of it are not", 160),
+    ]:
+        resumed = Recorder()
+        with pytest.warns(UserWarning, match=message):
+            quiet_trainer(max_epochs=1, callbacks=[ExactResume()]).fit(
+                resumed, loader(batch_size), ckpt_path=tmp_path / "mid.ckpt"
+            )
+        assert not before & set(resumed.seen)  # nothing trained twice
+        assert len(before | set(resumed.seen)) == 640 - left_out
