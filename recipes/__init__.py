@@ -12,13 +12,15 @@ import sys
 from pathlib import Path
 
 PROJECT_PACKAGES = ("zoo", "datamodules", "callbacks")
+#: The folder that holds this project's packages.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ShadowedPackageError(ImportError):
     """A module outside this project would be imported under the name of one of its packages."""
 
 
-def check_packages(root: Path = Path(__file__).resolve().parent.parent) -> None:
+def check_packages(root: Path = PROJECT_ROOT) -> None:
     """Raise :class:`ShadowedPackageError` naming the file that would be imported for one of
     :data:`PROJECT_PACKAGES` instead of the package in ``root``, with what to do."""
     for name in PROJECT_PACKAGES:
