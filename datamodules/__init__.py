@@ -14,6 +14,7 @@ import lightning as L
 from datamodules.base import EvalDistributedSampler, ImageDataModule, InMemoryImageDataset, make_loader, split_indices
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
+from datamodules.image_csv import BalancedSampler, ImageCSVDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from datamodules.regression import FUNCTIONS, CSVRegressionDataModule, FunctionDataModule, RegressionDataModule
@@ -33,6 +34,7 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "FashionMNIST": FashionMNISTDataModule,
     "CIFAR10": CIFAR10DataModule,
     "ImageFolder": ImageFolderDataModule,
+    "ImageCSV": ImageCSVDataModule,
     "SequentialMNIST": SequentialMNISTDataModule,
     "DigitsSequence": DigitsSequenceDataModule,
     "Parity": ParityDataModule,
@@ -61,6 +63,7 @@ __all__ = [
     "FUNCTIONS",
     "IGNORE_INDEX",
     "NAMED_SERIES",
+    "BalancedSampler",
     "CIFAR10DataModule",
     "CSVRegressionDataModule",
     "CharTextDataModule",
@@ -70,6 +73,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ForecastBatch",
     "FunctionDataModule",
+    "ImageCSVDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataset",

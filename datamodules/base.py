@@ -329,7 +329,7 @@ class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.data_dir = os.path.expanduser(data_dir)
         self.batch_size = batch_size
-        self.augmentation = build_augmentation(augment, self.img_size, self.hflip)
+        self.augmentation = build_augmentation(augment, self.img_size, self.hflip, mean=self.mean)
         self.datasets: dict[str, Dataset] = {}
 
     def load_arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -125,7 +125,9 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _transform(self, train: bool) -> v2.Compose:
         ops: list[Any] = [v2.Resize(self.img_size, antialias=True)]
-        augmentation = build_augmentation(self.hparams.augment, self.img_size, self.hflip) if train else None
+        augmentation = (
+            build_augmentation(self.hparams.augment, self.img_size, self.hflip, mean=self.mean) if train else None
+        )
         if augmentation is not None:
             ops.append(augmentation)
         ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]

@@ -14,19 +14,29 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 class ResumableRandomSampler(RandomSampler):
     """``RandomSampler`` whose permutation comes from a recorded seed and that can start part-way through it.
 
-    :class:`ResumableLoader` sets ``seed`` (and ``skip``) before each epoch; used alone, the sampler draws a seed
-    from the global generator at each iteration, as ``RandomSampler`` does.
+    :class:`ResumableLoader` calls :meth:`set_epoch` before each epoch; used alone, the sampler draws a new seed from
+    the global generator at each iteration, as ``RandomSampler`` does. ``seed`` is the seed of the latest epoch.
     """
 
     def __init__(self, data_source: Dataset) -> None:
         super().__init__(data_source)
         self.seed: int | None = None
         self.skip = 0
+        self._given = False  # whether the next iteration uses a seed given by set_epoch
+
+    def set_epoch(self, seed: int, skip: int = 0) -> None:
+        """Make the next iteration the permutation of ``seed``, starting after its first ``skip`` indices."""
+        self.seed, self.skip, self._given = seed, skip, True
+
+    def next_epoch(self) -> tuple[int, int]:
+        """The seed and skip of the iteration starting now: those given by :meth:`set_epoch`, else a fresh seed."""
+        if not self._given:
+            self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        skip, self.skip, self._given = self.skip, 0, False
+        return self.seed, skip
 
     def __iter__(self) -> Iterator[int]:
-        if self.seed is None:
-            self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
-        seed, skip, self.skip = self.seed, self.skip, 0
+        seed, skip = self.next_epoch()
         self.generator = torch.Generator().manual_seed(seed)
         try:
             yield from itertools.islice(super().__iter__(), skip, None)
@@ -84,7 +94,7 @@ class ResumableLoader(DataLoader):
         if sampler is not None:
             if seed is None:
                 seed = int(torch.empty((), dtype=torch.int64).random_().item())
-            sampler.seed, sampler.skip = seed, seen
+            sampler.set_epoch(seed, seen)
             if self.generator is not None:
                 self.generator.manual_seed(seed)
             batches = super().__iter__()

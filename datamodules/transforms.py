@@ -2,37 +2,113 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torchvision.transforms import v2
 
-AugmentName = Literal["none", "standard", "autoaugment", "randaugment", "trivialaugment"]
-AUGMENTATIONS: tuple[str, ...] = ("none", "standard", "autoaugment", "randaugment", "trivialaugment")
+AugmentName = Literal[
+    "none", "standard", "autoaugment", "randaugment", "trivialaugment", "resized_crop", "color", "erasing"
+]
+AUGMENTATIONS: tuple[str, ...] = (
+    "none",
+    "standard",
+    "autoaugment",
+    "randaugment",
+    "trivialaugment",
+    "resized_crop",
+    "color",
+    "erasing",
+)
+#: Brightness, contrast and saturation strength of ``color`` (timm's default ``color_jitter``).
+COLOR_JITTER = 0.4
+#: Probability of ``erasing`` (timm's usual ``reprob``).
+ERASE_PROB = 0.25
+#: Area range of ``resized_crop`` (torchvision's ImageNet recipe): meant for images of a few dozen pixels or more.
+RESIZED_CROP_SCALE = (0.08, 1.0)
+_POLICIES = {
+    "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    "randaugment": v2.RandAugment,
+    "trivialaugment": v2.TrivialAugmentWide,
+}
 
 
-def build_augmentation(name: AugmentName, img_size: tuple[int, int], hflip: bool = True) -> v2.Transform | None:
-    """Per-sample training augmentation on uint8 tensors, or ``None`` for ``"none"``.
+def build_augmentation(
+    name: AugmentName,
+    img_size: tuple[int, int],
+    hflip: bool = True,
+    *,
+    crop: Literal["pad", "resized"] | None = None,
+    color_jitter: float | None = None,
+    erase_prob: float | None = None,
+    mean: Sequence[float] | None = None,
+) -> v2.Transform | None:
+    """Per-sample training augmentation on uint8 tensors (uint8 out, same shape), or ``None`` when it does nothing.
 
-    ``standard`` is a random crop with 1/8 reflect padding plus a horizontal flip (the flip only when ``hflip``:
-    it would turn digits into other shapes); the policy presets add AutoAugment (CIFAR-10 policy), RandAugment or
-    TrivialAugmentWide on top of it.
+    Presets:
+
+    - ``standard``: a random crop with 1/8 reflect padding plus a horizontal flip (the flip only when ``hflip``: it
+      would turn digits into other shapes);
+    - ``autoaugment``, ``randaugment``, ``trivialaugment``: ``standard`` plus AutoAugment (CIFAR-10 policy),
+      RandAugment or TrivialAugmentWide;
+    - ``resized_crop``: a random crop of 8-100 % of the area and 3/4-4/3 aspect ratio, resized to ``img_size``
+      (``RandomResizedCrop``, the ImageNet recipe's crop), plus the flip;
+    - ``color``: ``standard`` plus ``ColorJitter`` of brightness, contrast and saturation by up to +-40 %;
+    - ``erasing``: ``standard`` plus ``RandomErasing`` of one rectangle (2-33 % of the area) with probability 0.25.
+
+    The keyword options override a preset's, so they compose with every preset, e.g. ``build_augmentation(
+    "randaugment", size, crop="resized", erase_prob=0.25)``. The ops run in the order crop, flip, colour jitter,
+    policy, erasing.
+
+    Erasing happens here, on uint8 pixels, before the datamodules convert and normalize. v2's ``RandomErasing``
+    writes its ``value`` as given, so a float fill (or ``"random"``'s normal noise) would be truncated into uint8;
+    the fill is therefore the uint8 colour of ``mean`` (mid-grey 128 without it), which normalizes to 0, the fill of
+    erasing after ``Normalize`` as torchvision's reference recipe does.
+
+    Args:
+        name: the preset.
+        img_size: ``(height, width)`` of the images (the crops keep it).
+        hflip: add a random horizontal flip to the crop.
+        crop: ``"pad"`` (``standard``'s crop) or ``"resized"`` (``resized_crop``'s); ``None``: the preset's.
+        color_jitter: brightness/contrast/saturation strength in [0, 1) (0: none); ``None``: the preset's.
+        erase_prob: probability of erasing in [0, 1] (0: none); ``None``: the preset's.
+        mean: per-channel mean in [0, 1] units, the colour erased rectangles are filled with.
+
+    Example:
+        >>> image = torch.full((3, 32, 32), 255, dtype=torch.uint8)
+        >>> erase = build_augmentation("none", (32, 32), erase_prob=1.0, mean=(0.5, 0.5, 0.5))
+        >>> sorted(torch.unique(erase(image)).tolist())
+        [128, 255]
     """
-    if name == "none":
-        return None
     if name not in AUGMENTATIONS:
         raise ValueError(f"Unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}.")
-    padding = max(1, min(img_size) // 8)
-    ops: list[v2.Transform] = [v2.RandomCrop(img_size, padding=padding, padding_mode="reflect")]
-    if hflip:
+    if crop not in (None, "pad", "resized"):
+        raise ValueError(f"crop must be 'pad' or 'resized', got {crop!r}")
+    if crop is None:
+        crop = None if name == "none" else "resized" if name == "resized_crop" else "pad"
+    color_jitter = (COLOR_JITTER if name == "color" else 0.0) if color_jitter is None else color_jitter
+    erase_prob = (ERASE_PROB if name == "erasing" else 0.0) if erase_prob is None else erase_prob
+    if not 0 <= color_jitter < 1:
+        raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter}")
+    if not 0 <= erase_prob <= 1:
+        raise ValueError(f"erase_prob must be in [0, 1], got {erase_prob}")
+    ops: list[v2.Transform] = []
+    if crop == "pad":
+        padding = max(1, min(img_size) // 8)
+        ops.append(v2.RandomCrop(img_size, padding=padding, padding_mode="reflect"))
+    elif crop == "resized":
+        ops.append(v2.RandomResizedCrop(img_size, scale=RESIZED_CROP_SCALE, antialias=True))
+    if crop is not None and hflip:
         ops.append(v2.RandomHorizontalFlip())
-    if name == "autoaugment":
-        ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
-    elif name == "randaugment":
-        ops.append(v2.RandAugment())
-    elif name == "trivialaugment":
-        ops.append(v2.TrivialAugmentWide())
-    return v2.Compose(ops)
+    if color_jitter:
+        ops.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if name in _POLICIES:
+        ops.append(_POLICIES[name]())
+    if erase_prob:
+        fill = [float(round(255 * value)) for value in (mean if mean is not None else (0.5,))]
+        ops.append(v2.RandomErasing(p=erase_prob, value=fill))
+    return v2.Compose(ops) if ops else None
 
 
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

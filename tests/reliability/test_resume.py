@@ -12,6 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from datamodules import ResumableRandomSampler
 from recipes import digits_cnn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,3 +167,17 @@ def test_a_mid_epoch_resume_with_another_batch_size_says_what_it_trains(tmp_path
             )
         assert not before & set(resumed.seen)  # nothing trained twice
         assert len(before | set(resumed.seen)) == 640 - left_out
+
+
+def test_the_sampler_used_alone_draws_a_new_order_each_epoch():
+    """Outside ResumableLoader the sampler is a RandomSampler: a fresh order per epoch from the global generator,
+    and a seed given with set_epoch replays that order once (from ``skip``)."""
+    sampler = ResumableRandomSampler(range(50))
+    torch.manual_seed(0)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == sorted(second) == list(range(50)) and first != second
+    torch.manual_seed(0)
+    assert list(sampler) == first  # the draws follow the global generator
+    sampler.set_epoch(sampler.seed, skip=20)
+    assert list(sampler) == first[20:]
+    assert list(sampler) != first  # set_epoch holds for one iteration only
