@@ -96,7 +96,36 @@ RUNS: dict[str, tuple[str, str, str, list[str]]] = {
         "percent",
         [f"--data.data_dir={SHARED}", "--trainer.max_epochs=2"],
     ),
+    "mnist_autoencoder": (
+        "mnist_autoencoder (8x4x4 code), test PSNR of the reconstructions after 3 epochs",
+        "test/psnr",
+        "db",
+        [f"--data.data_dir={SHARED / 'mnist'}"],
+    ),
+    "mnist_vae": (
+        "mnist_vae (16-d latent), test ELBO in nats per image after 3 epochs",
+        "test/elbo",
+        "plain",
+        [f"--data.data_dir={SHARED / 'mnist'}"],
+    ),
+    "shapes_pointnet": ("shapes_pointnet (8 generated shapes), test accuracy", "test/acc", "percent", []),
+    "volumes_cnn3d": ("volumes_cnn3d (6 generated solids in 16^3 grids), test accuracy", "test/acc", "percent", []),
+    "sincos_lstm": ("sincos_lstm (noisy sine or cosine), test accuracy (target > 95%)", "test/acc", "percent", []),
+    "sequence_denoise_bilstm": (
+        "sequence_denoise_bilstm, test MSE of the denoised series",
+        "test/mse",
+        "plain",
+        [],
+    ),
+    "cifar10_vgg": (
+        "cifar10_vgg (VGG-style with BatchNorm), test accuracy after 1 epoch with the fast path (bf16, compile)",
+        "test/acc",
+        "percent",
+        [f"--data.data_dir={SHARED}", "--config=recipes/fast.yaml", "--trainer.max_epochs=1"],
+    ),
 }
+#: name -> a metric shown beside the value as the baseline it beats.
+BASELINE = {"sequence_denoise_bilstm": ("test/mse_input", "the noisy input's")}
 RECIPE = {"extrema_lstm": "extrema_bilstm", "mnist_denoise_unet": "mnist_denoise"}
 _CHILD = """
 import json, sys
@@ -129,8 +158,12 @@ def run(name: str, logs: Path) -> dict:
     lines = [line for line in result.stdout.splitlines() if line.startswith("METRICS ")]
     if result.returncode or not lines:
         raise RuntimeError(f"{name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    value = json.loads(lines[-1].removeprefix("METRICS "))[metric]
+    metrics = json.loads(lines[-1].removeprefix("METRICS "))
+    value = metrics[metric]
     text = {"percent": f"{100 * value:.2f}%", "db": f"{value:.2f} dB"}.get(shown, f"{value:.4g}")
+    if name in BASELINE:
+        baseline, label = BASELINE[name]
+        what = f"{what} ({label}: {metrics[baseline]:.4g})"
     shown_args = " ".join(arg.replace(str(SHARED), "../shared/data") for arg in args)
     return {
         "what": f"{what}; {wall / 60:.1f} min",

@@ -32,6 +32,7 @@ from callbacks.prediction_grid import PredictionGridLogger
 from callbacks.profiler import NullProfiler
 from callbacks.progress import RichProgressBar
 from callbacks.pruning import ScheduledPruning
+from callbacks.reconstruction_grid import ReconstructionGridLogger
 from callbacks.training_diagnosis import Finding, TrainingDiagnosis, diagnose
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "NullProfiler",
     "PortableModelCheckpoint",
     "PredictionGridLogger",
+    "ReconstructionGridLogger",
     "RichProgressBar",
     "ScheduledPruning",
     "StochasticWeightAveraging",

@@ -17,15 +17,18 @@ from datamodules.digits import DigitsDataModule
 from datamodules.image_csv import BalancedSampler, ImageCSVDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.pointcloud import ModelNetDataModule, ShapesPointCloudDataModule, read_off
 from datamodules.regression import FUNCTIONS, CSVRegressionDataModule, FunctionDataModule, RegressionDataModule
 from datamodules.resumable import ResumableLoader, ResumableRandomSampler
 from datamodules.seq2seq import Seq2SeqBatch, Seq2SeqDataModule
 from datamodules.sequence import IGNORE_INDEX, SequenceBatch, SequenceDataModule, SequenceDataset, pad_collate
 from datamodules.sequential_mnist import DigitsSequenceDataModule, SequentialMNISTDataModule
+from datamodules.signals import NoisySinesDataModule, SineCosineDataModule
 from datamodules.synthetic import LocalExtremaDataModule, ParityDataModule
 from datamodules.text import CharTextDataModule
 from datamodules.timeseries import NAMED_SERIES, ForecastBatch, TimeSeriesDataModule
 from datamodules.transforms import AUGMENTATIONS, build_augmentation
+from datamodules.volumes import NpyVolumeFolderDataModule, ShapesVolumeDataModule
 
 #: Short names accepted by the ``zoo`` command (``zoo fit --data MNIST``).
 DATAMODULES: dict[str, type[L.LightningDataModule]] = {
@@ -39,11 +42,17 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "DigitsSequence": DigitsSequenceDataModule,
     "Parity": ParityDataModule,
     "LocalExtrema": LocalExtremaDataModule,
+    "SineCosine": SineCosineDataModule,
+    "NoisySines": NoisySinesDataModule,
     "TimeSeries": TimeSeriesDataModule,
     "CharText": CharTextDataModule,
     "Seq2Seq": Seq2SeqDataModule,
     "Function": FunctionDataModule,
     "CSVRegression": CSVRegressionDataModule,
+    "ShapesPointCloud": ShapesPointCloudDataModule,
+    "ModelNet": ModelNetDataModule,
+    "ShapesVolume": ShapesVolumeDataModule,
+    "NpyVolumeFolder": NpyVolumeFolderDataModule,
 }
 
 
@@ -79,6 +88,9 @@ __all__ = [
     "InMemoryImageDataset",
     "LocalExtremaDataModule",
     "MNISTDataModule",
+    "ModelNetDataModule",
+    "NoisySinesDataModule",
+    "NpyVolumeFolderDataModule",
     "ParityDataModule",
     "RegressionDataModule",
     "ResumableLoader",
@@ -89,10 +101,14 @@ __all__ = [
     "SequenceDataModule",
     "SequenceDataset",
     "SequentialMNISTDataModule",
+    "ShapesPointCloudDataModule",
+    "ShapesVolumeDataModule",
+    "SineCosineDataModule",
     "TimeSeriesDataModule",
     "build_augmentation",
     "get_datamodule_class",
     "make_loader",
     "pad_collate",
+    "read_off",
     "split_indices",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,51 @@ def test_vs_timm_compares_models_of_equal_size(tmp_path):
     for row in rows:
         assert row["params"] == 5288548
         assert row["ratio_per_round"] == [z / r for z, r in zip(row["zoo_per_s"], row["ref_per_s"], strict=True)]
+
+
+def test_grad_checkpointing_lowers_the_memory_of_every_family(tmp_path):
+    out = tmp_path / "grad_checkpointing.json"
+    finished = run_benchmark("grad_checkpointing", "--quick", "--threads=1", f"--out={out}")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "saved MB" in finished.stdout and "gpt_test" in finished.stdout
+    report = json.loads(out.read_text())
+    assert report["settings"]["threads"] == report["machine"]["threads"] == 1
+    rows = {(row["model"], row["mode"]): row for row in report["rows"]}
+    models = ("resnet20_cifar", "vit_tiny_patch4_32", "gpt_test")
+    assert set(rows) == {(model, mode) for model in models for mode in ("off", "on")}
+    for model in models:
+        off, on = rows[model, "off"], rows[model, "on"]
+        assert on["grad_checkpointing"] and not off["grad_checkpointing"] and on["params"] == off["params"]
+        # what the forward keeps for the backward shrinks to the blocks' inputs; the peak never grows
+        assert 0 < on["saved_mb"] < 0.5 * off["saved_mb"]
+        assert 0 < on["peak_mb"] <= off["peak_mb"]
+        assert on["saved_ratio"] == on["saved_mb"] / off["saved_mb"] and off["time_ratio"] == 1.0
+        assert on["time_ratio"] == pytest.approx(on["step_ms"] / off["step_ms"]) and on["time_ratio"] > 0
+        assert on["command"] == f"python benchmarks/grad_checkpointing.py --quick --threads=1 --out={out}"
+        assert on["versions"]["torch"] and on["date"] and "CPU" in on["machine"]
+    assert rows["resnet20_cifar", "on"]["peak_mb"] < rows["resnet20_cifar", "off"]["peak_mb"]  # activations dominate
+
+
+def test_degradation_measures_plain_and_residual_nets_at_each_depth(tmp_path):
+    out = tmp_path / "degradation.json"
+    finished = run_benchmark("degradation", "--quick", f"--out={out}")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(out.read_text())
+    results = {(result["depth"], result["net"]): result for result in report["results"]}
+    assert set(results) == {(depth, net) for depth in (8, 14) for net in ("plain", "residual")}
+    for (depth, _), result in results.items():
+        norms = list(result["grad_norms"].values())
+        assert len(norms) == depth - 1  # every conv but the shortcuts; the last layer is the linear head
+        assert all(math.isfinite(norm) and norm > 0 for norm in norms)
+        assert result["grad_first_to_last"] == norms[0] / norms[-1]
+        assert 0 <= result["test_acc"] <= 1 and math.isfinite(result["train_loss"])
+    # the residual net is the plain one plus the 1x1 projection shortcuts (conv and norm) of the two widening stages
+    for depth in (8, 14):
+        assert results[depth, "residual"]["params"] - results[depth, "plain"]["params"] == 16 * 32 + 64 + 32 * 64 + 128
+    rows = report["rows"]
+    assert [row["what"].split(" layers")[0] for row in rows] == [f"plain vs residual net of {d}" for d in (8, 14)]
+    for row, depth in zip(rows, (8, 14), strict=True):
+        plain, residual = results[depth, "plain"], results[depth, "residual"]
+        assert row["value"].startswith(f"plain {100 * plain['test_acc']:.2f}%")
+        assert f"residual {100 * residual['test_acc']:.2f}%" in row["value"]
+        assert {"command", "machine", "versions", "date"} <= set(row) and "--quick" in row["command"]

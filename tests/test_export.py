@@ -52,10 +52,12 @@ EXPORT_FAILURES = {
 }
 #: Presets that took over 10 s for both formats on the shared 2-core CPU under load (`--durations`): marked slow.
 SLOW = (
+    "bilstm_denoiser",
     "bilstm_tagger",
     "densenet_bc40_cifar",
     "efficientnet_b0_cifar",
     "lstm_attn_forecast",
+    "lstm_recursive_forecast",
     "preactresnet18_cifar",
     "resnet18_cifar",
     "seq2seq_transformer_small",

@@ -19,6 +19,10 @@ ALL_MODELS = zoo.list_models()
 #: Largest side used for training tests; bigger image presets are rebuilt for this size.
 MAX_TRAIN_SIDE = 64
 SMALL_MODELS = [name for name in ALL_MODELS if zoo.model_info(name).num_params < 3_000_000]
+#: Overfitted here. Left out: torchvision's VGG layouts (133M-138M parameters, 102M in the first hidden layer), minutes
+#: each on 2 CPU cores; their layers are the VGG-style presets', which are overfitted, and tests/test_vgg.py checks
+#: their outputs against torchvision's.
+TRAINED_MODELS = [name for name in ALL_MODELS if zoo.model_info(name).num_params < 100_000_000]
 
 
 def _model_class(name: str) -> type:
@@ -91,6 +95,9 @@ def _wrong_input(spec: zoo.InputSpec) -> tuple[torch.Tensor, str]:
     if spec.kind == "series":
         steps, features = spec.shape
         return torch.randn(2, steps, features + 1), rf"expects float features of shape \(B, T, {features}\)"
+    if spec.kind == "points":
+        points, coordinates = spec.shape
+        return torch.randn(2, points, coordinates + 1), rf"expects float points of shape \(B, N, {coordinates}\)"
     channels = spec.shape[0]
     return torch.randn(2, channels + 1, *spec.shape[1:]), rf"expects \w+ of shape \(B, {channels}, "
 
@@ -103,7 +110,7 @@ def test_wrong_input_names_the_expected_shape_and_dtype(name):
         model(bad)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", TRAINED_MODELS)
 def test_overfits_one_small_batch(name):
     """Backward works, gradients are finite, and the model drives its task's loss on 8 samples under the bound."""
     torch.manual_seed(0)

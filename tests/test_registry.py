@@ -34,7 +34,14 @@ def test_list_models_by_family_and_task():
     assert all(isinstance(zoo.create_model(name), zoo.Seq2SeqTask) for name in seq2seq) and seq2seq
     regressors = zoo.list_models(task="regression")
     assert all(isinstance(zoo.create_model(name), zoo.Regressor) for name in regressors) and regressors
+    autoencoders = zoo.list_models(task="reconstruction")
+    assert {"conv_autoencoder_mnist", "conv_vae_mnist"} <= set(autoencoders)
+    assert all(isinstance(zoo.create_model(name), zoo.Reconstruction) for name in autoencoders)
     partition = classifiers + denoisers + sequence + taggers + forecasters + language_models + seq2seq + regressors
+    point_clouds = zoo.list_models(task="point_cloud_classification")
+    assert {"pointnet_shapes", "pointnet_modelnet40"} <= set(point_clouds)
+    assert all(isinstance(zoo.create_model(name), zoo.PointNet) for name in point_clouds)
+    partition += autoencoders + point_clouds
     assert sorted(partition) == zoo.list_models()
 
 

@@ -6,6 +6,7 @@
 ['cnn_bn', 'cnn_bn_cifar']
 """
 
+from zoo.autoencoder import ConvAutoencoder, ConvVAE
 from zoo.backbone import Backbone
 from zoo.checkpoint import load_from_checkpoint, read_checkpoint
 from zoo.cnn import CNN, SimpleCNN
@@ -17,12 +18,15 @@ from zoo.forecasters import (
     LSTMForecaster,
     MLPForecaster,
     NaiveForecaster,
+    RecursiveLSTMForecaster,
     SeasonalNaiveForecaster,
     TCNForecaster,
     TransformerForecaster,
     WindowMeanForecaster,
 )
 from zoo.mlp import MLP, MLPRegressor
+from zoo.mlp_variants import ImageTabularRegressor, ResidualMLPRegressor
+from zoo.pointnet import PointNet
 from zoo.registry import (
     InputSpec,
     ModelInfo,
@@ -35,7 +39,7 @@ from zoo.registry import (
     register_model,
 )
 from zoo.resnet import ResNet
-from zoo.rnn import RNNClassifier, RNNEncoder, RNNTagger
+from zoo.rnn import RNNClassifier, RNNEncoder, RNNRegressor, RNNTagger
 from zoo.rnn_lm import LSTMLanguageModel
 from zoo.seq2seq_rnn import LSTMSeq2Seq
 from zoo.tasks import (
@@ -44,13 +48,17 @@ from zoo.tasks import (
     Forecaster,
     ImageClassifier,
     LanguageModel,
+    Reconstruction,
     Regressor,
     Seq2SeqTask,
     SequenceClassifier,
+    SequenceRegressor,
     SequenceTagger,
     TaskModule,
+    VariationalReconstruction,
 )
 from zoo.transformer import GPT, Seq2SeqTransformer, TransformerClassifier
+from zoo.vgg import VGGStyleNet
 from zoo.vit import VisionTransformer
 from zoo.volumetric import CNN3D
 
@@ -61,12 +69,15 @@ __all__ = [
     "MLP",
     "Backbone",
     "ClassificationTask",
+    "ConvAutoencoder",
+    "ConvVAE",
     "Denoiser",
     "DenseNet",
     "DnCNN",
     "EfficientNet",
     "Forecaster",
     "ImageClassifier",
+    "ImageTabularRegressor",
     "InputSpec",
     "LSTMForecaster",
     "LSTMLanguageModel",
@@ -76,16 +87,22 @@ __all__ = [
     "MLPRegressor",
     "ModelInfo",
     "NaiveForecaster",
+    "PointNet",
     "RNNClassifier",
     "RNNEncoder",
+    "RNNRegressor",
     "RNNTagger",
+    "Reconstruction",
+    "RecursiveLSTMForecaster",
     "Regressor",
     "ResNet",
+    "ResidualMLPRegressor",
     "SeasonalNaiveForecaster",
     "Seq2SeqTask",
     "Seq2SeqTransformer",
     "SequenceCNN",
     "SequenceClassifier",
+    "SequenceRegressor",
     "SequenceTagger",
     "SimpleCNN",
     "TCNForecaster",
@@ -94,6 +111,8 @@ __all__ = [
     "TransformerForecaster",
     "UNetDenoiser",
     "UnknownModelError",
+    "VGGStyleNet",
+    "VariationalReconstruction",
     "VisionTransformer",
     "WindowMeanForecaster",
     "create_model",

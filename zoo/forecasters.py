@@ -10,6 +10,9 @@ Every model here takes ``(B, L, F)`` scaled windows and forecasts ``(B, H, T)`` 
   never changes. With ``distribution="none"`` they have no parameter and ``fit`` only evaluates.
 - :class:`LSTMForecaster`: stacked LSTM states (:class:`~zoo.rnn.RNNEncoder`), attention over them with the final
   state as query (Luong et al., 2015, "general" score), both into a linear head for the whole horizon.
+- :class:`RecursiveLSTMForecaster`: the recursive (iterated) strategy: a one-step LSTM forecaster rolled out over the
+  horizon, each forecast fed back as the next input (Hyndman & Athanasopoulos, ch. 12.4; Taieb et al., 2012, compare
+  it with the direct strategy of the other networks here, one output per horizon step).
 - :class:`TCNForecaster`: residual blocks of two dilated causal convolutions (Bai et al., 2018), the last step's
   channels into the head; the receptive field is ``1 + 2 (k - 1) sum(dilations)``.
 - :class:`MLPForecaster`: the generic N-BEATS architecture (Oreshkin et al., 2020): blocks of fully connected layers
@@ -195,6 +198,54 @@ class LSTMForecaster(Forecaster):
 
     def forward_params(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+
+class RecursiveLSTMForecaster(Forecaster):
+    """A one-step LSTM forecaster rolled out ``horizon`` times, feeding each forecast back as the next input.
+
+    The LSTM reads the window; a linear head maps its top state to the next step's targets (and, with a Gaussian
+    head, their scale). That forecast's mean becomes the next input, with the covariates held at their last values
+    (their future is not known at the origin), and the LSTM goes on from its state for ``horizon - 1`` more steps. A
+    Python loop over the horizon: an export unrolls it for the preset's fixed horizon.
+
+    Training runs through the rollout on the whole horizon, not on teacher-forced one-step targets: the loss is the
+    task's over the ``H`` steps, as for the direct models, so the comparison is like with like; the model trains on
+    its own fed-back forecasts, as it will forecast (no exposure bias); and each step's standard deviation is fitted
+    to that step's errors (a Gaussian head feeds back only the mean, so the intervals are those of the mean path,
+    learned per step). The weights do not depend on ``horizon``: built with another horizon, the same weights give
+    the same first steps.
+
+    Args:
+        hidden_size: LSTM state size.
+        num_layers: stacked LSTM layers.
+        dropout: dropout between layers and before the head.
+        **task_args: data sizes, distribution, loss, metrics and optimizer, see
+            :class:`~zoo.tasks.forecasting.Forecaster`.
+
+    >>> model = RecursiveLSTMForecaster(input_size=16, horizon=4, in_features=3, out_features=2, hidden_size=8)
+    >>> model(torch.randn(5, 16, 3)).shape
+    torch.Size([5, 4, 2])
+    """
+
+    def __init__(self, hidden_size: int = 64, num_layers: int = 2, dropout: float = 0.0, **task_args: Any) -> None:
+        super().__init__(**task_args)
+        self.encoder = RNNEncoder(
+            "lstm", in_features=self.in_features, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = ForecastHead(hidden_size, 1, self.out_features, self.num_params_per_step)  # one step ahead
+
+    def forward_params(self, x: torch.Tensor) -> torch.Tensor:
+        states, state = self.encoder.rnn(x)  # (B, L, D), and (h, c) of (layers, B, D) each
+        covariates = x[:, -1:, self.out_features :]  # (B, 1, F - T): held at their last values
+        steps = []
+        for step in range(self.horizon):
+            params = self.head(self.dropout(states[:, -1]))  # (B, 1, T, P): the next step
+            steps.append(params)
+            if step + 1 < self.horizon:
+                fed = torch.cat([params[..., 0], covariates], dim=-1)  # (B, 1, F): the forecast mean as input
+                states, state = self.encoder.rnn(fed, state)
+        return torch.cat(steps, dim=1)  # (B, H, T, P)
 
 
 class CausalConvBlock(nn.Module):
@@ -410,6 +461,18 @@ def window_mean_forecast() -> dict[str, Any]:
 def lstm_attn_forecast() -> dict[str, Any]:
     """Two LSTM layers of 64, attention over the states, a linear head for the horizon."""
     return dict(_WINDOW, hidden_size=64, num_layers=2, attention=True)
+
+
+@register_model(
+    RecursiveLSTMForecaster,
+    input_size=_SERIES,
+    num_params=50_497,
+    source="recursive (iterated one-step) LSTM forecaster",
+    task="forecasting",
+)
+def lstm_recursive_forecast() -> dict[str, Any]:
+    """Two LSTM layers of 64 and a one-step head, rolled out over the horizon on its own forecasts."""
+    return dict(_WINDOW, hidden_size=64, num_layers=2)
 
 
 @register_model(

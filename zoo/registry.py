@@ -29,7 +29,7 @@ from torch import nn
 
 from zoo.checkpoint import to_primitive
 
-InputKind = Literal["image", "volume", "series", "tokens", "features"]
+InputKind = Literal["image", "volume", "series", "tokens", "features", "points"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ class InputSpec:
 
     Args:
         shape: ``(C, H, W)`` images, ``(C, D, H, W)`` volumes, ``(T, F)`` series of ``F`` features, ``(T,)`` token
-            ids, ``(F,)`` feature vectors; ``T`` is the nominal (with ``variable_length``: the longest) sequence
-            length.
-        kind: ``"image"``, ``"volume"``, ``"series"``, ``"tokens"`` or ``"features"``.
+            ids, ``(F,)`` feature vectors, ``(N, 3)`` point clouds; ``T`` is the nominal (with ``variable_length``: the
+            longest) sequence length, ``N`` the nominal number of points.
+        kind: ``"image"``, ``"volume"``, ``"series"``, ``"tokens"``, ``"features"`` or ``"points"``.
         dtype: element type (``torch.long`` for token ids).
         variable_length: whether the time axis (the first) may be shorter; batches then carry ``lengths``.
         vocab_size: the number of token ids (``kind="tokens"``).
@@ -56,7 +56,7 @@ class InputSpec:
     vocab_size: int | None = None
 
     def __post_init__(self) -> None:
-        ndim = {"image": 3, "volume": 4, "series": 2, "tokens": 1, "features": 1}[self.kind]
+        ndim = {"image": 3, "volume": 4, "series": 2, "tokens": 1, "features": 1, "points": 2}[self.kind]
         if len(self.shape) != ndim:
             raise ValueError(f"a {self.kind} input spec has {ndim} dims, got shape {self.shape}")
         if (self.kind == "tokens") != (self.dtype == torch.long) or (self.kind == "tokens") != bool(self.vocab_size):
@@ -76,6 +76,8 @@ class InputSpec:
             return f"{self.kind} {'x'.join(map(str, self.shape))} {dtype}"
         if self.kind == "features":
             return f"features ({self.shape[0]},) {dtype}"
+        if self.kind == "points":
+            return f"points (N={self.shape[0]}, {self.shape[1]}) {dtype}"
         time = f"T<={self.shape[0]}" if self.variable_length else f"T={self.shape[0]}"
         dims = ", ".join([time, *map(str, self.shape[1:])])
         vocab = f", ids < {self.vocab_size}" if self.vocab_size else ""

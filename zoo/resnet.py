@@ -16,6 +16,13 @@ What differs from torchvision:
   norm after its last conv, so there the last conv is zeroed instead (timm's ResNetV2 does the same).
 - Weights use :func:`~zoo.layers.init_weights` (Kaiming normal over fan-in; torchvision uses fan-out, which differs
   only for convs whose input and output widths differ).
+- ``residual=False`` removes every shortcut: the "plain" network of the same depth that the paper compares against
+  (its Sec. 4.1-4.2; ``plain20_cifar``/``plain56_cifar`` beside ``resnet20_cifar``/``resnet56_cifar``,
+  ``benchmarks/degradation.py``). The CIFAR ResNets here use projection shortcuts (the paper's option B) where the
+  width changes, where the paper's CIFAR nets pad with zeros (option A): ResNet-20 has 272,474 parameters here,
+  2,752 more than option A's 269,722 (which is also the plain net's count).
+- ``grad_checkpointing=True`` recomputes each block's activations in the backward pass instead of keeping them
+  (training only; see :mod:`zoo.layers.checkpointing`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 from torch import nn
 
 from zoo.layers import InitScheme, get_act_layer, get_norm_layer, init_weights, inplace_activation
+from zoo.layers.checkpointing import checkpoint_module, use_checkpointing
 from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
@@ -52,14 +60,22 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int, norm_layer: NormLayer, act_layer: type[nn.Module]):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        norm_layer: NormLayer,
+        act_layer: type[nn.Module],
+        residual: bool = True,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride, padding=1, bias=False)
         self.norm1 = norm_layer(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.norm2 = norm_layer(width)
         self.act = inplace_activation(act_layer)
-        self.shortcut = _shortcut(in_channels, width, stride, norm_layer)
+        self.shortcut = _shortcut(in_channels, width, stride, norm_layer) if residual else None
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.norm2.weight)
@@ -67,7 +83,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        out += self.shortcut(x)  # in place on the norm's fresh output
+        if self.shortcut is not None:
+            out += self.shortcut(x)  # in place on the norm's fresh output
         return self.act(out)
 
 
@@ -76,7 +93,15 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int, norm_layer: NormLayer, act_layer: type[nn.Module]):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        norm_layer: NormLayer,
+        act_layer: type[nn.Module],
+        residual: bool = True,
+    ):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
@@ -86,7 +111,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.norm3 = norm_layer(out_channels)
         self.act = inplace_activation(act_layer)
-        self.shortcut = _shortcut(in_channels, out_channels, stride, norm_layer)
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm_layer) if residual else None
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.norm3.weight)
@@ -95,8 +120,14 @@ class Bottleneck(nn.Module):
         out = self.act(self.norm1(self.conv1(x)))
         out = self.act(self.norm2(self.conv2(out)))
         out = self.norm3(self.conv3(out))
-        out += self.shortcut(x)
+        if self.shortcut is not None:
+            out += self.shortcut(x)
         return self.act(out)
+
+
+def _preact_shortcut(shortcut: nn.Module, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    # A projection sees the pre-activated input; an identity shortcut keeps the raw x (the clean path).
+    return x if isinstance(shortcut, nn.Identity) else shortcut(pre)
 
 
 class PreActBlock(nn.Module):
@@ -104,24 +135,30 @@ class PreActBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int, norm_layer: NormLayer, act_layer: type[nn.Module]):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        norm_layer: NormLayer,
+        act_layer: type[nn.Module],
+        residual: bool = True,
+    ):
         super().__init__()
         self.norm1 = norm_layer(in_channels)
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride, padding=1, bias=False)
         self.norm2 = norm_layer(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.act = act_layer()  # not in place: with norm 'none' its input is the block's input
-        self.shortcut = _shortcut(in_channels, width, stride, None)
+        self.shortcut = _shortcut(in_channels, width, stride, None) if residual else None
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act(self.norm1(x))
-        # A projection sees the pre-activated input; an identity shortcut keeps the raw x (the clean path).
-        shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(pre)
         out = self.conv2(self.act(self.norm2(self.conv1(pre))))
-        return out + shortcut
+        return out if self.shortcut is None else out + _preact_shortcut(self.shortcut, x, pre)
 
 
 class PreActBottleneck(nn.Module):
@@ -129,7 +166,15 @@ class PreActBottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int, norm_layer: NormLayer, act_layer: type[nn.Module]):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        norm_layer: NormLayer,
+        act_layer: type[nn.Module],
+        residual: bool = True,
+    ):
         super().__init__()
         out_channels = width * self.expansion
         self.norm1 = norm_layer(in_channels)
@@ -139,18 +184,17 @@ class PreActBottleneck(nn.Module):
         self.norm3 = norm_layer(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.act = act_layer()  # not in place: with norm 'none' its input is the block's input
-        self.shortcut = _shortcut(in_channels, out_channels, stride, None)
+        self.shortcut = _shortcut(in_channels, out_channels, stride, None) if residual else None
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act(self.norm1(x))
-        shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(pre)
         out = self.conv1(pre)
         out = self.conv2(self.act(self.norm2(out)))
         out = self.conv3(self.act(self.norm3(out)))
-        return out + shortcut
+        return out if self.shortcut is None else out + _preact_shortcut(self.shortcut, x, pre)
 
 
 BLOCKS: dict[str, type[nn.Module]] = {
@@ -178,6 +222,9 @@ class ResNet(ImageClassifier):
         zero_init_residual: start each residual branch at zero, so every block starts as the identity.
         drop_rate: dropout before the classifier.
         init: weight initialization scheme.
+        residual: ``False`` removes the shortcuts (a plain network of the same depth and layers).
+        grad_checkpointing: recompute each block's activations in the backward pass instead of storing them
+            (less memory, about one more forward of compute; training only).
         **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.ImageClassifier`.
     """
 
@@ -198,11 +245,16 @@ class ResNet(ImageClassifier):
         zero_init_residual: bool = False,
         drop_rate: float = 0.0,
         init: InitScheme = "kaiming",
+        residual: bool = True,
+        grad_checkpointing: bool = False,
         **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
         if block not in BLOCKS or stem not in ("imagenet", "cifar"):
             raise ValueError(f"Unknown block {block!r} or stem {stem!r}; blocks: {sorted(BLOCKS)}")
+        if zero_init_residual and not residual:
+            raise ValueError("zero_init_residual needs residual=True: without shortcuts a zeroed block outputs zeros")
+        self.grad_checkpointing = grad_checkpointing
         if len(layers) != len(widths) or min(layers, default=0) < 1:
             raise ValueError(f"layers {layers} and widths {widths} need equal lengths and at least one block each")
         block_cls, preact = BLOCKS[block], block.startswith("preact")
@@ -222,7 +274,7 @@ class ResNet(ImageClassifier):
             blocks = []
             for block_index in range(depth):
                 stride = 2 if index > 0 and block_index == 0 else 1
-                blocks.append(block_cls(prev, width, stride, norm_layer, act_layer))
+                blocks.append(block_cls(prev, width, stride, norm_layer, act_layer, residual))
                 prev = width * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -240,7 +292,13 @@ class ResNet(ImageClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, stem_width, H/4, W/4) with the ImageNet stem, (B, stem_width, H, W) with the CIFAR one
-        x = self.final(self.stages(x))  # (B, num_features, H/32, W/32) or (B, num_features, H/8, W/8)
+        if use_checkpointing(self, self.grad_checkpointing):
+            for stage in self.stages:
+                for block in stage:
+                    x = checkpoint_module(block, x)
+        else:
+            x = self.stages(x)
+        x = self.final(x)  # (B, num_features, H/32, W/32) or (B, num_features, H/8, W/8) with 4 stages
         return self.pool(x)  # (B, num_features)
 
 
@@ -337,3 +395,40 @@ def resnet18_cifar() -> dict[str, Any]:
 def preactresnet18_cifar() -> dict[str, Any]:
     """Pre-activation ResNet-18 with the 3x3/1 CIFAR stem for 3x32x32 images, 10 classes."""
     return dict(num_classes=10, img_size=32, block="preact_basic", layers=(2, 2, 2, 2), stem="cifar")
+
+
+_CIFAR_RESNET = "CIFAR ResNet (He et al., 2016, Sec. 4.2), projection shortcuts"
+_PLAIN = "plain CIFAR net (He et al., 2016, Sec. 4.2): the ResNet without shortcuts"
+
+
+def _cifar_resnet(blocks: int, residual: bool) -> dict[str, Any]:
+    """He et al.'s CIFAR network of ``6 * blocks + 2`` layers: a 16-wide 3x3 stem, three stages of ``blocks`` basic
+    blocks (widths 16, 32, 64), global pooling and a linear head."""
+    layers = (blocks, blocks, blocks)
+    return dict(
+        num_classes=10, img_size=32, layers=layers, widths=(16, 32, 64), stem="cifar", stem_width=16, residual=residual
+    )
+
+
+@register_model(ResNet, input_size=(3, 32, 32), num_params=272_474, source=_CIFAR_RESNET, tags=("cifar",))
+def resnet20_cifar() -> dict[str, Any]:
+    """ResNet-20 for 3x32x32 images: 3 stages of 3 basic blocks (16, 32, 64 wide), 10 classes."""
+    return _cifar_resnet(3, residual=True)
+
+
+@register_model(ResNet, input_size=(3, 32, 32), num_params=855_770, source=_CIFAR_RESNET, tags=("cifar",))
+def resnet56_cifar() -> dict[str, Any]:
+    """ResNet-56 for 3x32x32 images: 3 stages of 9 basic blocks (16, 32, 64 wide), 10 classes."""
+    return _cifar_resnet(9, residual=True)
+
+
+@register_model(ResNet, input_size=(3, 32, 32), num_params=269_722, source=_PLAIN, tags=("cifar",))
+def plain20_cifar() -> dict[str, Any]:
+    """Plain-20: ResNet-20's 19 convs and head without the shortcuts, for 3x32x32 images, 10 classes."""
+    return _cifar_resnet(3, residual=False)
+
+
+@register_model(ResNet, input_size=(3, 32, 32), num_params=853_018, source=_PLAIN, tags=("cifar",))
+def plain56_cifar() -> dict[str, Any]:
+    """Plain-56: ResNet-56's 55 convs and head without the shortcuts, for 3x32x32 images, 10 classes."""
+    return _cifar_resnet(9, residual=False)

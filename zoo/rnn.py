@@ -2,10 +2,11 @@
 
 :class:`RNNEncoder` is the plain ``nn.Module`` (token embedding or float features in, every step's states and the
 final state out); variable-length batches are packed (``pack_padded_sequence``), so a padded batch gives each
-sequence the outputs it has alone. :class:`RNNClassifier` and :class:`RNNTagger` put it on the sequence
-classification and tagging tasks. Initialization follows common practice for recurrent nets: orthogonal recurrent
-weights (Saxe et al., 2014), Xavier input weights, zero biases except an LSTM forget-gate bias of 1 (Jozefowicz et
-al., 2015), which lets gradients flow through long sequences from the first step.
+sequence the outputs it has alone. :class:`RNNClassifier`, :class:`RNNTagger` and :class:`RNNRegressor` put it on
+the sequence classification, tagging and per-step regression (denoising) tasks. Initialization follows common
+practice for recurrent nets: orthogonal recurrent weights (Saxe et al., 2014), Xavier input weights, zero biases
+except an LSTM forget-gate bias of 1 (Jozefowicz et al., 2015), which lets gradients flow through long sequences from
+the first step.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.layers import PoolingName, SequencePooling
 from zoo.registry import InputSpec, register_model
-from zoo.tasks import SequenceClassifier, SequenceTagger
+from zoo.tasks import SequenceClassifier, SequenceRegressor, SequenceTagger
 
 CellName = Literal["rnn", "lstm", "gru"]
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -223,6 +224,50 @@ class RNNTagger(SequenceTagger):
         return self.dropout(self.encoder(x, given)[0])  # no lengths: no data-dependent packing test (exportable)
 
 
+class RNNRegressor(SequenceRegressor):
+    """A recurrent encoder with a linear head at every step: a real value per step (bidirectional: each value sees
+    the whole sequence, as a denoiser should).
+
+    Args:
+        in_features: features per step (from the data).
+        out_features: targets per step (from the data).
+        max_length: longest sequence accepted (0: any).
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        hidden_size: state size per direction.
+        num_layers: stacked layers.
+        bidirectional: add a backward direction.
+        dropout: dropout between layers and before the head.
+        **task_args: the data's statistics, loss, optimizer and schedule, see :class:`~zoo.tasks.SequenceRegressor`.
+
+    >>> model = RNNRegressor(in_features=1, out_features=1, hidden_size=8)
+    >>> model(torch.randn(2, 7, 1), torch.tensor([7, 4])).shape
+    torch.Size([2, 7, 1])
+    """
+
+    def __init__(
+        self,
+        in_features: int = 1,
+        out_features: int = 1,
+        max_length: int = 0,
+        cell: CellName = "lstm",
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        **task_args: Any,
+    ) -> None:
+        super().__init__(in_features=in_features, out_features=out_features, max_length=max_length, **task_args)
+        sizes = dict(in_features=in_features, hidden_size=hidden_size, num_layers=num_layers)
+        self.encoder = RNNEncoder(cell, **sizes, bidirectional=bidirectional, dropout=dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.encoder.output_size, out_features)
+
+    def forward_scaled(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # No lengths: no data-dependent packing test, so the model exports.
+        states = self.encoder(x, lengths)[0]  # (B, T, directions * hidden)
+        return self.head(self.dropout(states))  # (B, T, out_features)
+
+
 _SMNIST = InputSpec((28, 28), kind="series")
 
 
@@ -272,6 +317,30 @@ def gru_parity() -> dict[str, Any]:
 def bilstm_tagger() -> dict[str, Any]:
     """A bidirectional LSTM layer of 64 per direction over tokens of a 16-id vocabulary, a tag per step."""
     return dict(num_classes=3, vocab_size=16, max_length=64, cell="lstm", hidden_size=64, bidirectional=True)
+
+
+@register_model(
+    RNNClassifier,
+    input_size=InputSpec((64, 1), kind="series"),
+    num_params=4_546,
+    source="LSTM telling a noisy sine from a cosine",
+    task="sequence_classification",
+)
+def lstm_sincos() -> dict[str, Any]:
+    """One LSTM layer of 32 over windows of 64 steps of one value, final-state pooling, two classes."""
+    return dict(num_classes=2, in_features=1, max_length=64, cell="lstm", hidden_size=32)
+
+
+@register_model(
+    RNNRegressor,
+    input_size=InputSpec((64, 1), kind="series", variable_length=True),
+    num_params=34_113,
+    source="bidirectional LSTM denoiser of a series (a clean value per step)",
+    task="regression",
+)
+def bilstm_denoiser() -> dict[str, Any]:
+    """Two bidirectional LSTM layers of 32 per direction over one value a step, a linear head per step."""
+    return dict(in_features=1, out_features=1, max_length=64, cell="lstm", hidden_size=32, num_layers=2)
 
 
 @register_model(

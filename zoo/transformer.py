@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from zoo.layers.attention import DecoderBlock, EncoderBlock, KVCache, PositionName, build_position_encoding
+from zoo.layers.checkpointing import checkpoint_module, use_checkpointing
 from zoo.layers.sequence import PoolingName, SequencePooling, lengths_to_mask
 from zoo.registry import InputSpec, register_model
 from zoo.tasks.language_model import LanguageModel
@@ -53,6 +54,8 @@ class TransformerEncoder(nn.Module):
         dropout: attention and residual dropout.
         rotary: rotary positions in every block.
         causal: each step sees only itself and earlier steps (a decoder-only stack).
+        grad_checkpointing: recompute each block's activations in the backward pass instead of storing them (in
+            training, without caches or attention weights).
 
     >>> encoder = TransformerEncoder(16, depth=2, num_heads=4)
     >>> out, weights = encoder(torch.randn(2, 5, 16), need_weights=True)
@@ -69,9 +72,11 @@ class TransformerEncoder(nn.Module):
         dropout: float = 0.0,
         rotary: bool = False,
         causal: bool = False,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.causal = causal
+        self.grad_checkpointing = grad_checkpointing
         self.blocks = nn.ModuleList(EncoderBlock(dim, num_heads, mlp_ratio, dropout, rotary) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
@@ -84,6 +89,10 @@ class TransformerEncoder(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The normalized states ``(B, T, D)`` and, when ``need_weights``, each block's weights ``(B, H, T, S)``."""
         weights = []
+        if caches is None and not need_weights and use_checkpointing(self, self.grad_checkpointing):
+            for block in self.blocks:
+                x, _ = checkpoint_module(block, x, key_padding_mask, self.causal)
+            return self.norm(x), weights
         for index, block in enumerate(self.blocks):
             cache = caches[index] if caches is not None else None
             x, weight = block(x, key_padding_mask, self.causal, cache, need_weights)
@@ -231,6 +240,8 @@ class GPT(LanguageModel):
         dropout: embedding, attention and residual dropout.
         position: ``"learned"`` (GPT-2), ``"sinusoidal"``, ``"rotary"`` or ``"none"``.
         tie_weights: share the token embedding with the output head (Press & Wolf, 2017).
+        grad_checkpointing: recompute each block's activations in the backward pass instead of storing them (less
+            memory, about one more forward of compute; training only).
         **task_args: ``warmup_steps``, optimizer and schedule, see :class:`~zoo.tasks.language_model.LanguageModel`.
 
     >>> model = GPT(vocab="abc", block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -252,6 +263,7 @@ class GPT(LanguageModel):
         dropout: float = 0.0,
         position: PositionName = "learned",
         tie_weights: bool = True,
+        grad_checkpointing: bool = False,
         **task_args: Any,
     ) -> None:
         super().__init__(vocab=vocab, vocab_size=vocab_size, block_size=block_size, **task_args)
@@ -259,7 +271,14 @@ class GPT(LanguageModel):
         self.position = build_position_encoding(position, n_embd, block_size)
         self.drop = nn.Dropout(dropout)
         self.transformer = TransformerEncoder(
-            n_embd, n_layer, n_head, mlp_ratio, dropout, rotary=position == "rotary", causal=True
+            n_embd,
+            n_layer,
+            n_head,
+            mlp_ratio,
+            dropout,
+            rotary=position == "rotary",
+            causal=True,
+            grad_checkpointing=grad_checkpointing,
         )
         self.head = nn.Linear(n_embd, self.vocab_size, bias=False)
         init_gpt2(self, n_layer)

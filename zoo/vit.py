@@ -15,6 +15,9 @@ antialiasing like timm's ``resample_abs_pos_embed``, leaving the class token's e
 used as it is. The stored parameter never changes, so a checkpoint keeps loading into the model it came from; to
 fine-tune at a new size for good, build the model with the new ``img_size`` and load
 ``resample_pos_embed(state["pos_embed"], new_grid, old_grid)``.
+
+``grad_checkpointing=True`` recomputes each block's activations in the backward pass instead of keeping them
+(training only; see :mod:`zoo.layers.checkpointing`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from timm.layers import DropPath, resample_abs_pos_embed
 from torch import nn
 
 from zoo.layers import get_act_layer
+from zoo.layers.checkpointing import checkpoint_module, use_checkpointing
 from zoo.registry import register_model
 from zoo.tasks import ImageClassifier
 
@@ -137,6 +141,8 @@ class VisionTransformer(ImageClassifier):
         attn_drop_rate: dropout on the attention weights.
         drop_path_rate: stochastic-depth probability of the last block (linear from 0 at the first).
         act: activation of the MLPs.
+        grad_checkpointing: recompute each block's activations in the backward pass instead of storing them (less
+            memory, about one more forward of compute; training only).
         **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.ImageClassifier`.
     """
 
@@ -157,9 +163,11 @@ class VisionTransformer(ImageClassifier):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         act: str = "gelu",
+        grad_checkpointing: bool = False,
         **task_args: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, img_size=img_size, **task_args)
+        self.grad_checkpointing = grad_checkpointing
         height, width = self.img_size
         if height % patch_size or width % patch_size:
             raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {patch_size}")
@@ -207,7 +215,12 @@ class VisionTransformer(ImageClassifier):
         x = self.patch_embed(x)  # (B, N, D) with N = grid[0] * grid[1]
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
         x = self.pos_drop(x + resample_pos_embed(self.pos_embed, grid, self.grid_size))
-        x = self.norm(self.blocks(x))  # (B, 1 + N, D)
+        if use_checkpointing(self, self.grad_checkpointing):
+            for block in self.blocks:
+                x = checkpoint_module(block, x)
+        else:
+            x = self.blocks(x)
+        x = self.norm(x)  # (B, 1 + N, D)
         return self.head_drop(x[:, 0])  # (B, D): the class token
 
 

@@ -38,6 +38,7 @@ class CNN3D(ImageClassifier):
         **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.ImageClassifier`.
     """
 
+    data_links = (*ImageClassifier.data_links, "volume_depth")
     fixed_input_size = False
 
     def __init__(

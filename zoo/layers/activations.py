@@ -25,6 +25,26 @@ class Swish(nn.Module):
         return x * torch.sigmoid(self.beta * x)
 
 
+class LearnableSwish(nn.Module):
+    """Swish with a trained slope, ``x * sigmoid(beta * x)``, ``beta`` a parameter starting at ``beta`` (Ramachandran
+    et al., 2017, "Swish-beta"): ``beta -> 0`` gives ``x / 2``, large ``beta`` gives ReLU. Named ``"swish_beta"``.
+
+    One ``beta`` per layer (a 0-dim parameter, so the task bases apply no weight decay to it).
+
+    >>> act = LearnableSwish()
+    >>> act(torch.tensor([0.0, 2.0])).sum().backward()
+    >>> round(act.beta.grad.item(), 4)  # d/d beta = x^2 s (1 - s), s = sigmoid(beta x): 4 s (1 - s) at x=2
+    0.42
+    """
+
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = nn.Parameter(torch.tensor(float(beta)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+
 class Mish(nn.Module):
     """Mish, ``x * tanh(softplus(x))`` (Misra, 2019)."""
 
@@ -38,6 +58,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "silu": nn.SiLU,
     "swish": Swish,
+    "swish_beta": LearnableSwish,
     "mish": Mish,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,

@@ -6,7 +6,8 @@ from zoo.tasks.denoising import Denoiser
 from zoo.tasks.forecasting import Forecaster
 from zoo.tasks.image_classification import ImageClassifier
 from zoo.tasks.language_model import LanguageModel
-from zoo.tasks.regression import Regressor
+from zoo.tasks.reconstruction import Reconstruction, VariationalReconstruction
+from zoo.tasks.regression import Regressor, SequenceRegressor
 from zoo.tasks.seq2seq import Seq2SeqTask
 from zoo.tasks.sequence import SequenceClassifier, SequenceTagger
 
@@ -16,11 +17,14 @@ __all__ = [
     "Forecaster",
     "ImageClassifier",
     "LanguageModel",
+    "Reconstruction",
     "Regressor",
     "Seq2SeqTask",
     "SequenceClassifier",
+    "SequenceRegressor",
     "SequenceTagger",
     "Split",
     "StepOutput",
     "TaskModule",
+    "VariationalReconstruction",
 ]

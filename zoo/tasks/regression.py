@@ -1,12 +1,14 @@
-"""Regression task base: real targets ``y = f(x)`` from feature vectors, errors in original units.
+"""Regression task bases: real targets ``y = f(x)`` from feature vectors, errors in original units.
 
 Batches are ``(x, y)``: features ``(B, F)`` in original units and targets ``(B, T)`` standardized by the data
 (``datamodules.RegressionDataModule``). The features' and targets' statistics are hyperparameters linked from the
 data, so the model standardizes its own input and a checkpoint alone predicts in original units.
+:class:`SequenceRegressor` does the same for a target at every step of a sequence (a sequence denoiser).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -150,3 +152,125 @@ class Regressor(TaskModule):
         x = torch.randn(batch_size, self.in_features, generator=generator)
         y = torch.sin(x.sum(1, keepdim=True)) * torch.arange(1, self.out_features + 1)  # (B, T)
         return x * self.feature_scale + self.feature_center, y
+
+
+class SequenceRegressor(Regressor):
+    """Regression of every step of a sequence: ``(B, T, F)`` in, ``(B, T, T_out)`` out (a sequence denoiser).
+
+    Built on :class:`Regressor` rather than a new task or the image :class:`~zoo.tasks.Denoiser`: a per-step target
+    is a regression target, so the data's statistics (``data_links``), the standardized loss, the metrics in
+    original units (``mse``, ``mae``, ``r2``) and ``val/mae`` as monitor are the same; what differs is the shape
+    (a time axis) and the padding, handled here by flattening the valid steps into regression samples. The image
+    denoiser's noise model, PSNR and pixel range do not fit a float series with a clean target per step.
+
+    Batches are ``(x, target[, lengths])``: ``x`` ``(B, T, F)`` in original units, ``target`` ``(B, T, T_out)``
+    standardized, steps after ``lengths[b]`` left out of loss and metrics (``datamodules.NoisySinesDataModule``).
+    Besides the regression metrics, every split logs ``mse_input``: the MSE of the input's first ``T_out`` columns
+    taken as the prediction (for a denoiser the noisy signal itself, the baseline to beat). A network implements
+    ``forward_scaled(x, lengths=None)``.
+
+    Args:
+        in_features: features per step (from the data).
+        out_features: targets per step (from the data).
+        max_length: the longest sequence accepted (from the data; 0: any length).
+        **task_args: the data's statistics, loss, optimizer and schedule, see :class:`Regressor`.
+    """
+
+    data_links: ClassVar[tuple[str, ...]] = (*Regressor.data_links, "max_length")
+    overfit_lr = 1e-2  # small recurrent nets, as for the sequence classifiers
+
+    def __init__(self, in_features: int = 1, out_features: int = 1, max_length: int = 0, **task_args: Any) -> None:
+        super().__init__(in_features=in_features, out_features=out_features, **task_args)
+        if max_length < 0:
+            raise ValueError(f"max_length must be >= 0, got {max_length}")
+        self.max_length = max_length
+        self.example_steps = max_length if 0 < max_length <= 32 else 16
+        self.example_input_array = torch.zeros(2, self.example_steps, in_features)
+
+    def build_metrics(self) -> MetricCollection:
+        metrics = super().build_metrics()
+        if self.in_features >= self.out_features:
+            metrics.add_metrics({"mse_input": MeanSquaredError()})
+        return metrics
+
+    def update_metrics(
+        self, metrics: MetricCollection, preds: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor | None = None
+    ) -> None:
+        """Regression metrics over the valid steps ``(N, T_out)``; ``mse_input`` of the noisy input."""
+        squeeze = self.out_features == 1  # R2Score reads (N,) as one output
+        for name, metric in metrics.items(keep_base=True, copy_state=False):
+            source = noisy if name.endswith("mse_input") else preds
+            metric.update(source.squeeze(1) if squeeze else source, target.squeeze(1) if squeeze else target)
+
+    def forward_scaled(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The network: standardized ``(B, T, F)`` -> standardized ``(B, T, T_out)``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, T_out)`` in original units from ``(B, T, F)`` in original units (steps after a length: unused)."""
+        self.check_lengths(x, lengths)
+        return self.to_original(self.forward_scaled(self.standardize(x), lengths))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected shape and dtype."""
+        if x.ndim != 3 or x.shape[2] != self.in_features or not x.is_floating_point() or x.shape[1] == 0:
+            raise ValueError(
+                f"{type(self).__name__} expects float features of shape (B, T, {self.in_features}) with T >= 1, got "
+                f"{x.dtype} {tuple(x.shape)}"
+            )
+        if self.max_length and x.shape[1] > self.max_length:
+            raise ValueError(
+                f"{type(self).__name__} takes at most max_length={self.max_length} steps, got {x.shape[1]}"
+            )
+
+    def check_lengths(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
+        """Raise a ValueError unless ``lengths`` is ``None`` or ``(B,)`` in ``[1, T]``."""
+        if lengths is None:
+            return
+        if lengths.shape != x.shape[:1]:
+            raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
+        low, high = torch.stack(lengths.aminmax()).tolist()  # one transfer
+        if low < 1 or high > x.shape[1]:
+            raise ValueError(f"every length must be in [1, T={x.shape[1]}], got values in [{low}, {high}]")
+
+    def step(self, batch: Any, batch_idx: int, split: Split) -> StepOutput:
+        """The loss over valid steps (standardized units); predictions, targets and the noisy input in original units
+        for the metrics, as ``(N, T_out)`` rows of the valid steps."""
+        x, target, lengths = batch if len(batch) == 3 else (*batch, None)
+        if target.shape != (*x.shape[:2], self.out_features):
+            raise ValueError(f"targets must have shape {(*x.shape[:2], self.out_features)}, got {tuple(target.shape)}")
+        self.check_lengths(x, lengths)
+        preds = self.forward_scaled(self.standardize(x), lengths)  # (B, T, T_out)
+        if lengths is None:
+            valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        else:
+            valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)  # (B, T)
+        preds, target = preds[valid], target[valid]  # (N, T_out)
+        values = {"preds": self.to_original(preds.detach()), "target": self.to_original(target)}
+        if self.in_features >= self.out_features:
+            values["noisy"] = x[valid][:, : self.out_features]
+        return StepOutput(self.compute_loss(preds, target), valid.sum(), values)
+
+    def predict_batch(self, batch: Any) -> torch.Tensor:
+        """``(B, T, T_out)`` in original units of a batch ``x`` or ``(x, target[, lengths])``."""
+        if isinstance(batch, torch.Tensor):
+            return self(batch)
+        return self(batch[0], batch[2] if len(batch) == 3 else None)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"input": "series", "in_features": self.in_features}
+
+    def example_batch(self, batch_size: int = 8, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Noisy sines of varied lengths (the input's first columns) and their clean values (standardized)."""
+        steps = torch.arange(self.example_steps, dtype=torch.float32)
+        period = 6 + 10 * torch.rand(batch_size, 1, self.out_features, generator=generator)
+        phase = 2 * math.pi * torch.rand(batch_size, 1, self.out_features, generator=generator)
+        clean = torch.sin(2 * math.pi * steps.view(1, -1, 1) / period + phase)  # (B, T, T_out)
+        x = torch.randn(batch_size, self.example_steps, self.in_features, generator=generator)
+        columns = min(self.in_features, self.out_features)
+        x[..., :columns] = clean[..., :columns] + 0.1 * x[..., :columns]
+        lengths = torch.randint(
+            max(1, self.example_steps // 2), self.example_steps + 1, (batch_size,), generator=generator
+        )
+        lengths[0] = self.example_steps
+        return x * self.feature_scale + self.feature_center, clean, lengths
