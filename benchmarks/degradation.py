@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load(args: argparse.Namespace) -> Data:
+def load_data(args: argparse.Namespace) -> Data:
     """Normalized float images and labels: train, then test."""
     data = (DigitsDataModule if args.data == "digits" else CIFAR10DataModule)(data_dir=args.data_dir)
     mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
@@ -199,7 +199,7 @@ def rows(results: list[dict[str, Any]], args: argparse.Namespace, command: str, 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     command = " ".join(["python", "benchmarks/degradation.py", *(sys.argv[1:] if argv is None else argv)])
-    data = load(args)
+    data = load_data(args)
     results = []
     for depth in args.depths:
         for residual in (False, True):
