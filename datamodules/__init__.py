@@ -11,7 +11,14 @@ import difflib
 
 import lightning as L
 
-from datamodules.base import EvalDistributedSampler, ImageDataModule, InMemoryImageDataset, make_loader, split_indices
+from datamodules.base import (
+    EvalDistributedSampler,
+    ImageDataModule,
+    InMemoryImageDataset,
+    TensorSplitsDataModule,
+    make_loader,
+    split_indices,
+)
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
 from datamodules.image_csv import BalancedSampler, ImageCSVDataModule
@@ -104,6 +111,7 @@ __all__ = [
     "ShapesPointCloudDataModule",
     "ShapesVolumeDataModule",
     "SineCosineDataModule",
+    "TensorSplitsDataModule",
     "TimeSeriesDataModule",
     "build_augmentation",
     "get_datamodule_class",

@@ -283,6 +283,56 @@ class SplitLoaders:
         return self._loader("test")
 
 
+class TensorSplitsDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
+    """Base of datamodules whose train, val and test splits are tensors in memory, batched by slicing.
+
+    A subclass sets ``classes``, and implements :meth:`load_splits` (the tensors) and :meth:`make_datasets` (the
+    datasets over them, whose ``__getitems__`` returns whole batches: ``collate_batched``).
+
+    Args:
+        batch_size: samples per batch.
+        seed: seed of the data and the splits.
+        num_workers: loader worker processes (in-memory tensors need none).
+        pin_memory: pin host memory; ``None`` pins when CUDA is available.
+    """
+
+    classes: list[str]
+
+    def __init__(
+        self, batch_size: int = 32, seed: int = 0, num_workers: int = 0, pin_memory: bool | None = None
+    ) -> None:
+        super().__init__()
+        check_batch_and_split(batch_size, 0.0)
+        self.batch_size, self.seed, self.num_workers, self.pin_memory = batch_size, seed, num_workers, pin_memory
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Inputs and class indices of ``train``, ``val`` and ``test``."""
+        raise NotImplementedError
+
+    def make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Dataset]:
+        """The dataset of each split."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            self.datasets = self.make_datasets(self.load_splits())
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(
+                f"{type(self).__name__} has no {split!r} split (setup() was not called; the Trainer calls it)"
+            )
+        return make_loader(
+            self.datasets[split], self.batch_size, shuffle, self.num_workers, self.pin_memory, collate_batched
+        )
+
+
 class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     """Base of the image-classification datamodules.
 

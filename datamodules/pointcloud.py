@@ -26,19 +26,11 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.base import (
-    SavesPreprocessing,
-    SplitLoaders,
-    check_batch_and_split,
-    collate_batched,
-    make_loader,
-    split_indices,
-)
+from datamodules.base import TensorSplitsDataModule, check_batch_and_split, split_indices
 
 RotationName = Literal["none", "up", "so3"]
 Tensor = torch.Tensor
@@ -289,7 +281,7 @@ class PointCloudDataset(Dataset):
         return points, self.targets[index]
 
 
-class PointCloudDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
+class PointCloudDataModule(TensorSplitsDataModule):
     """Base of the point-cloud datamodules: three splits of normalized clouds, training batches augmented.
 
     A subclass sets :attr:`classes` and implements :meth:`load_splits`.
@@ -320,19 +312,11 @@ class PointCloudDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModu
         num_workers: int = 0,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
-        check_batch_and_split(batch_size, 0.0)
+        super().__init__(batch_size, seed, num_workers, pin_memory)
         if num_points < 1:
             raise ValueError(f"num_points must be positive, got {num_points}")
-        self.num_points, self.batch_size, self.seed = num_points, batch_size, seed
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_points = num_points
         self.augmentation = PointAugmentation(rotation, tuple(scale), jitter_std, jitter_clip)
-        self.datasets: dict[str, PointCloudDataset] = {}
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -349,22 +333,12 @@ class PointCloudDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModu
         """Normalized clouds ``(M, N, 3)`` and class indices ``(M,)`` of ``train``, ``val`` and ``test``."""
         raise NotImplementedError
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        splits = self.load_splits()
-        self.datasets = {
+    def make_datasets(self, splits: dict[str, tuple[Tensor, Tensor]]) -> dict[str, PointCloudDataset]:
+        """The clouds of each split; training batches augmented."""
+        return {
             split: PointCloudDataset(points, targets, self.augmentation if split == "train" else None)
             for split, (points, targets) in splits.items()
         }
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(
-                f"{type(self).__name__} has no {split!r} split (setup() was not called; the Trainer calls it)"
-            )
-        dataset = self.datasets[split]
-        return make_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory, collate_batched)
 
 
 class ShapesPointCloudDataModule(PointCloudDataModule):

@@ -25,19 +25,11 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.base import (
-    SavesPreprocessing,
-    SplitLoaders,
-    check_batch_and_split,
-    collate_batched,
-    make_loader,
-    split_indices,
-)
+from datamodules.base import TensorSplitsDataModule, check_batch_and_split, split_indices
 
 Tensor = torch.Tensor
 
@@ -152,7 +144,7 @@ class VolumeDataset(Dataset):
         return (self.volumes[index] - self.mean) / self.std, self.targets[index]
 
 
-class VolumeDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
+class VolumeDataModule(TensorSplitsDataModule):
     """Base of the volume datamodules: three splits of volumes, normalized with the training split's statistics.
 
     A subclass sets ``classes``, ``in_channels``, ``img_size`` and ``volume_depth`` and implements
@@ -171,17 +163,9 @@ class VolumeDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     volume_depth: int
 
     def __init__(self, batch_size: int = 32, seed: int = 0, num_workers: int = 0, pin_memory: bool | None = None):
-        super().__init__()
-        check_batch_and_split(batch_size, 0.0)
-        self.batch_size, self.seed, self.num_workers, self.pin_memory = batch_size, seed, num_workers, pin_memory
-        self.datasets: dict[str, VolumeDataset] = {}
+        super().__init__(batch_size, seed, num_workers, pin_memory)
         self.mean: tuple[float, ...] | None = None
         self.std: tuple[float, ...] | None = None
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -200,22 +184,12 @@ class VolumeDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
         """float32 volumes ``(M, C, D, H, W)`` (unnormalized) and class indices of ``train``, ``val`` and ``test``."""
         raise NotImplementedError
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        splits = self.load_splits()
+    def make_datasets(self, splits: dict[str, tuple[Tensor, Tensor]]) -> dict[str, VolumeDataset]:
+        """The volumes of each split, normalized per channel with the training split's statistics."""
         train = splits["train"][0].transpose(0, 1).flatten(1).double()  # (C, M * D * H * W)
         mean, std = train.mean(dim=1), train.std(dim=1, correction=0).clamp(min=1e-8)
         self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
-        self.datasets = {split: VolumeDataset(x, y, mean, std) for split, (x, y) in splits.items()}
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(
-                f"{type(self).__name__} has no {split!r} split (setup() was not called; the Trainer calls it)"
-            )
-        dataset = self.datasets[split]
-        return make_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory, collate_batched)
+        return {split: VolumeDataset(x, y, mean, std) for split, (x, y) in splits.items()}
 
 
 class ShapesVolumeDataModule(VolumeDataModule):
