@@ -199,10 +199,10 @@ def callbacks_table() -> str:
 
 
 def result_rows(path: Path) -> list[dict[str, Any]] | None:
-    """The rows of a results file, or ``None`` when it does not have the results shape.
+    """The result rows of a results file, or ``None`` when it has none.
 
-    The shape: a JSON object whose ``rows`` is a list of objects, each with the keys of :data:`RESULT_KEYS` and a
-    ``versions`` object.
+    The shape: a JSON object whose ``rows`` is a list of objects; those with the keys of :data:`RESULT_KEYS` and a
+    ``versions`` object are result rows (a benchmark may keep other rows beside them, such as its baselines).
     """
     try:
         data = json.loads(path.read_text())
@@ -211,12 +211,12 @@ def result_rows(path: Path) -> list[dict[str, Any]] | None:
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         return None
-    for row in rows:
-        if not isinstance(row, dict) or not all(key in row for key in RESULT_KEYS):
-            return None
-        if not isinstance(row["versions"], dict):
-            return None
-    return rows
+    shown = [
+        row
+        for row in rows
+        if isinstance(row, dict) and all(key in row for key in RESULT_KEYS) and isinstance(row["versions"], dict)
+    ]
+    return shown or None
 
 
 def results_table(results_dir: Path = RESULTS) -> str:

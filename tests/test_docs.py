@@ -144,7 +144,7 @@ def test_every_table_has_one_row_per_entry(tables):
     assert rows("recipes") == len(recipes) > 0
 
 
-def test_results_table_reads_only_files_of_the_results_shape(tmp_path):
+def test_results_table_reads_only_rows_of_the_results_shape(tmp_path):
     row = {
         "what": "digits_cnn test accuracy",
         "value": 0.5,
@@ -158,9 +158,12 @@ def test_results_table_reads_only_files_of_the_results_shape(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"rows": [{**row, "versions": "torch 1"}]}))
     (tmp_path / "d.json").write_text(json.dumps({"rows": [{key: row[key] for key in list(row)[:-1]}]}))
     (tmp_path / "e.json").write_text("{not json")
+    baseline = {key: value for key, value in row.items() if key not in ("what", "value")}
+    (tmp_path / "f.json").write_text(json.dumps({"rows": [baseline, {**row, "what": "with the option"}]}))
     text = generate.results_table(tmp_path)
     assert text.splitlines()[2:] == [
-        "| digits_cnn test accuracy | 0.5 | `make demo` | a CPU | torch 1, lightning 2 | 2000-01-01 |"
+        "| digits_cnn test accuracy | 0.5 | `make demo` | a CPU | torch 1, lightning 2 | 2000-01-01 |",
+        "| with the option | 0.5 | `make demo` | a CPU | torch 1, lightning 2 | 2000-01-01 |",
     ]
     empty = tmp_path / "none"
     empty.mkdir()
