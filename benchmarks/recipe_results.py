@@ -123,10 +123,37 @@ RUNS: dict[str, tuple[str, str, str, list[str]]] = {
         "percent",
         [f"--data.data_dir={SHARED}", "--config=recipes/fast.yaml", "--trainer.max_epochs=1"],
     ),
+    "caption_lstm": (
+        "caption_lstm (conv grid, 2-layer LSTM with attention) on the embedded digit scenes, test BLEU-4",
+        "test/bleu4",
+        "plain",
+        [],
+    ),
+    "caption_transformer": (
+        "caption_transformer (conv grid, Transformer decoder) on the embedded digit scenes, test BLEU-4",
+        "test/bleu4",
+        "plain",
+        [],
+    ),
+    "caption_transformer_blind": (
+        "caption_transformer trained and tested on blank images (image-blind baseline), test BLEU-4",
+        "test/bleu4",
+        "plain",
+        ["--model.init_args.image_blind=true"],
+    ),
+}
+#: name -> more metrics shown after the value: (metric, label, how it is shown).
+ALSO = {
+    name: [("test/exact_match", "exact match", "percent")]
+    for name in ("caption_lstm", "caption_transformer", "caption_transformer_blind")
 }
 #: name -> a metric shown beside the value as the baseline it beats.
 BASELINE = {"sequence_denoise_bilstm": ("test/mse_input", "the noisy input's")}
-RECIPE = {"extrema_lstm": "extrema_bilstm", "mnist_denoise_unet": "mnist_denoise"}
+RECIPE = {
+    "extrema_lstm": "extrema_bilstm",
+    "mnist_denoise_unet": "mnist_denoise",
+    "caption_transformer_blind": "caption_transformer",
+}
 _CHILD = """
 import json, sys
 from importlib import import_module
@@ -146,6 +173,10 @@ def machine() -> str:
     return f"{cpu} ({os.cpu_count()} cores), CPU"
 
 
+def _shown(value: float, shown: str) -> str:
+    return {"percent": f"{100 * value:.2f}%", "db": f"{value:.2f} dB"}.get(shown, f"{value:.4g}")
+
+
 def run(name: str, logs: Path) -> dict:
     """One row: the recipe's fit and test in a child process."""
     what, metric, shown, args = RUNS[name]
@@ -160,7 +191,9 @@ def run(name: str, logs: Path) -> dict:
         raise RuntimeError(f"{name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     metrics = json.loads(lines[-1].removeprefix("METRICS "))
     value = metrics[metric]
-    text = {"percent": f"{100 * value:.2f}%", "db": f"{value:.2f} dB"}.get(shown, f"{value:.4g}")
+    text = _shown(value, shown)
+    for extra, label, extra_shown in ALSO.get(name, []):
+        text += f", {label} {_shown(metrics[extra], extra_shown)}"
     if name in BASELINE:
         baseline, label = BASELINE[name]
         what = f"{what} ({label}: {metrics[baseline]:.4g})"

@@ -18,6 +18,7 @@ from callbacks._utils import log_image
 from callbacks.activation_stats import ActivationStatsMonitor
 from callbacks.attention_maps import AttentionMapLogger
 from callbacks.averaging import StochasticWeightAveraging
+from callbacks.caption_attention import CaptionAttentionLogger, draw_caption_attention
 from callbacks.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from callbacks.confusion_matrix import ConfusionMatrixLogger
 from callbacks.exact_resume import ExactResume
@@ -41,6 +42,7 @@ __all__ = [
     "ActivationStatsMonitor",
     "AtomicCheckpointIO",
     "AttentionMapLogger",
+    "CaptionAttentionLogger",
     "CheckpointWriteError",
     "ConfusionMatrixLogger",
     "ExactResume",
@@ -65,6 +67,7 @@ __all__ = [
     "default_callback_specs",
     "default_callbacks",
     "diagnose",
+    "draw_caption_attention",
     "follow_monitor",
     "log_image",
 ]

@@ -1,8 +1,9 @@
 """LightningDataModules with real loading code.
 
 Image datamodules expose ``num_classes``, ``in_channels``, ``img_size``, ``mean`` and ``std``; sequence datamodules
-expose ``num_classes``, ``vocab_size``, ``in_features`` and ``max_length``; regression and forecasting datamodules the
-sizes and statistics of their features and targets. The CLI links these into the model.
+expose ``num_classes``, ``vocab_size``, ``in_features`` and ``max_length``; captioning datamodules the image sizes and
+statistics with ``vocab``, ``vocab_size`` and ``max_length``; regression and forecasting datamodules the sizes and
+statistics of their features and targets. The CLI links these into the model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,28 @@ from datamodules.base import (
     TensorSplitsDataModule,
     make_loader,
     split_indices,
+)
+from datamodules.captions import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIALS,
+    UNK,
+    CaptionBatch,
+    CaptionDataModule,
+    CaptionDataset,
+    COCOCaptionsDataModule,
+    DigitScene,
+    DigitScenesCaptionsDataModule,
+    FlickrCaptionsDataModule,
+    build_vocab,
+    collate_captions,
+    compose_scenes,
+    decode_caption,
+    encode_caption,
+    scene_captions,
+    split_by_image,
+    tokenize,
 )
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digits import DigitsDataModule
@@ -60,6 +83,9 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "ModelNet": ModelNetDataModule,
     "ShapesVolume": ShapesVolumeDataModule,
     "NpyVolumeFolder": NpyVolumeFolderDataModule,
+    "FlickrCaptions": FlickrCaptionsDataModule,
+    "COCOCaptions": COCOCaptionsDataModule,
+    "DigitScenesCaptions": DigitScenesCaptionsDataModule,
 }
 
 
@@ -75,18 +101,30 @@ def get_datamodule_class(name: str) -> type[L.LightningDataModule]:
 
 __all__ = [
     "AUGMENTATIONS",
+    "BOS",
     "DATAMODULES",
+    "EOS",
     "FUNCTIONS",
     "IGNORE_INDEX",
     "NAMED_SERIES",
+    "PAD",
+    "SPECIALS",
+    "UNK",
     "BalancedSampler",
     "CIFAR10DataModule",
+    "COCOCaptionsDataModule",
     "CSVRegressionDataModule",
+    "CaptionBatch",
+    "CaptionDataModule",
+    "CaptionDataset",
     "CharTextDataModule",
+    "DigitScene",
+    "DigitScenesCaptionsDataModule",
     "DigitsDataModule",
     "DigitsSequenceDataModule",
     "EvalDistributedSampler",
     "FashionMNISTDataModule",
+    "FlickrCaptionsDataModule",
     "ForecastBatch",
     "FunctionDataModule",
     "ImageCSVDataModule",
@@ -114,9 +152,17 @@ __all__ = [
     "TensorSplitsDataModule",
     "TimeSeriesDataModule",
     "build_augmentation",
+    "build_vocab",
+    "collate_captions",
+    "compose_scenes",
+    "decode_caption",
+    "encode_caption",
     "get_datamodule_class",
     "make_loader",
     "pad_collate",
     "read_off",
+    "scene_captions",
+    "split_by_image",
     "split_indices",
+    "tokenize",
 ]

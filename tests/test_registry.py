@@ -41,7 +41,10 @@ def test_list_models_by_family_and_task():
     point_clouds = zoo.list_models(task="point_cloud_classification")
     assert {"pointnet_shapes", "pointnet_modelnet40"} <= set(point_clouds)
     assert all(isinstance(zoo.create_model(name), zoo.PointNet) for name in point_clouds)
-    partition += autoencoders + point_clouds
+    captioners = zoo.list_models(task="captioning")
+    assert {"caption_lstm_digits", "caption_transformer_digits"} <= set(captioners)
+    assert all(isinstance(zoo.create_model(name), zoo.ImageCaptioner) for name in captioners)
+    partition += autoencoders + point_clouds + captioners
     assert sorted(partition) == zoo.list_models()
 
 

@@ -15,12 +15,19 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import torch
 from conftest import ThreadServer, quiet_trainer
 from PIL import Image
 
 import zoo
-from datamodules import DigitsDataModule, FunctionDataModule, LocalExtremaDataModule, TimeSeriesDataModule
+from datamodules import (
+    DigitScenesCaptionsDataModule,
+    DigitsDataModule,
+    FunctionDataModule,
+    LocalExtremaDataModule,
+    TimeSeriesDataModule,
+)
 from recipes.tools import predict
 from recipes.tools.export import export_model
 from recipes.tools.predictor import Predictor
@@ -160,6 +167,30 @@ def test_seq2seq_answers_text_from_the_checkpoint_the_onnx_file_and_the_server(t
     assert predictor.predict_text("31415") == expected
     assert _onnx(tmp_path / "s2s.ckpt").predict_text("31415") == expected
     assert _served(predictor, {"text": "31415"}) == [expected]
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "transformer"])
+def test_captioner_answers_a_caption_per_image_file(tmp_path, decoder):
+    """A scene written as a PNG file is captioned by ``zoo predict``, the ONNX file and the server as
+    ``predict_step`` captions the datamodule's normalized image; the vocabulary travels in the checkpoint."""
+    data = DigitScenesCaptionsDataModule(num_train=64, num_val=16, num_test=16, batch_size=16, max_length=4)
+    model = _linked(zoo.ImageCaptioner, data, encoder_widths=[8, 16], decoder=decoder, embed_dim=16, num_heads=2)
+    checkpoint = _trained_checkpoint(model, data, tmp_path / "captioner.ckpt", steps=20)
+    data.setup("test")
+    images = next(iter(data.test_dataloader())).images[:2]
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    pixels = ((images * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image[0].numpy()).save(tmp_path / f"scene{index}.png")
+    restored = zoo.load_from_checkpoint(checkpoint)
+    expected = restored.predict_step((pixels.float() / 255 - mean) / std, 0)
+    assert all(isinstance(caption, str) and caption for caption in expected)
+    results = predict.main(["--ckpt_path", str(checkpoint), "--inputs", str(tmp_path / "scene0.png")])
+    assert [result["caption"] for result in results] == expected[:1]
+    predictor = Predictor.from_checkpoint(checkpoint)
+    assert predictor.metadata()["input"]["preprocess"]["vocab"] == data.vocab
+    assert [answer["caption"] for answer in _served(predictor, {"inputs": pixels.tolist()})] == expected
+    assert [answer["caption"] for answer in _onnx(checkpoint).predict_tensor(pixels)] == expected
 
 
 def test_a_crafted_checkpoint_builds_no_datamodule_and_reads_no_path(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@
 
 from zoo.autoencoder import ConvAutoencoder, ConvVAE
 from zoo.backbone import Backbone
+from zoo.captioning import ImageCaptioner
 from zoo.checkpoint import load_from_checkpoint, read_checkpoint
 from zoo.cnn import CNN, SimpleCNN
 from zoo.cnn1d import SequenceCNN
@@ -43,6 +44,7 @@ from zoo.rnn import RNNClassifier, RNNEncoder, RNNRegressor, RNNTagger
 from zoo.rnn_lm import LSTMLanguageModel
 from zoo.seq2seq_rnn import LSTMSeq2Seq
 from zoo.tasks import (
+    CaptioningTask,
     ClassificationTask,
     Denoiser,
     Forecaster,
@@ -68,6 +70,7 @@ __all__ = [
     "GPT",
     "MLP",
     "Backbone",
+    "CaptioningTask",
     "ClassificationTask",
     "ConvAutoencoder",
     "ConvVAE",
@@ -76,6 +79,7 @@ __all__ = [
     "DnCNN",
     "EfficientNet",
     "Forecaster",
+    "ImageCaptioner",
     "ImageClassifier",
     "ImageTabularRegressor",
     "InputSpec",

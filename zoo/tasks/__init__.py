@@ -1,6 +1,7 @@
 """Task bases: how a model trains (loss, metrics, optimizer), separate from what it computes."""
 
 from zoo.tasks.base import Split, StepOutput, TaskModule
+from zoo.tasks.captioning import CaptioningTask
 from zoo.tasks.classification import ClassificationTask
 from zoo.tasks.denoising import Denoiser
 from zoo.tasks.forecasting import Forecaster
@@ -12,6 +13,7 @@ from zoo.tasks.seq2seq import Seq2SeqTask
 from zoo.tasks.sequence import SequenceClassifier, SequenceTagger
 
 __all__ = [
+    "CaptioningTask",
     "ClassificationTask",
     "Denoiser",
     "Forecaster",
