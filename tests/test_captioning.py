@@ -252,3 +252,29 @@ def test_the_attention_callback_logs_a_picture_per_image_with_each_words_map(tmp
         torch.testing.assert_close(callback.last_maps[index], maps[index, : len(words)])
     with pytest.raises(ValueError, match="needs a captioner"):
         CaptionAttentionLogger().setup(trainer, zoo.create_model("mlp_small"), "fit")
+
+
+@pytest.mark.parametrize(
+    ("encoder", "channels", "side", "grid"),
+    [
+        ("timm:resnet10t", 3, 64, (2, 2)),  # a CNN's last feature map
+        ("timm:vit_tiny_patch16_224", 3, 224, (14, 14)),  # a ViT's patch tokens, its class token left out
+        ("torchvision:resnet18", 3, 64, (2, 2)),
+    ],
+)
+def test_third_party_trunks_give_a_grid_of_tokens(encoder, channels, side, grid):
+    model = zoo.ImageCaptioner(
+        in_channels=channels, img_size=side, encoder=encoder, embed_dim=32, num_heads=2, depth=1, max_length=4
+    ).eval()
+    assert model.grid_size == grid
+    images = torch.randn(2, channels, side, side)
+    assert model.forward_features(images).shape == (2, grid[0] * grid[1], 32)
+    ids, maps = model.attention_maps(images)
+    assert maps.shape[2:] == grid and ids.shape[0] == 2
+
+
+def test_an_unknown_encoder_is_named():
+    with pytest.raises(ValueError, match="Unknown encoder 'resnet'; choose 'conv'"):
+        zoo.ImageCaptioner(encoder="resnet")
+    with pytest.raises(ValueError, match="reads RGB images: in_channels must be 3"):
+        zoo.ImageCaptioner(encoder="torchvision:resnet18", in_channels=1)

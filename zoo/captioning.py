@@ -86,9 +86,8 @@ class ImageTokens(nn.Module):
         self.prefix_tokens = int(getattr(self.trunk, "num_prefix_tokens", 0))  # a ViT's class token
         was_training = self.trunk.training
         with torch.no_grad():
-            features = self.trunk.eval()(torch.zeros(1, in_channels, *img_size))
+            features = self._grid_features(self.trunk.eval(), torch.zeros(1, in_channels, *img_size))
         self.trunk.train(was_training)
-        features = self._grid_features(features)
         if features.ndim == 4:
             self.grid, channels = tuple(features.shape[2:]), features.shape[1]
         else:  # tokens of a square patch grid
@@ -104,14 +103,15 @@ class ImageTokens(nn.Module):
         if freeze:
             self.trunk.requires_grad_(False)
 
-    def _grid_features(self, features: torch.Tensor) -> torch.Tensor:
+    def _grid_features(self, trunk: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's unpooled features: a grid ``(B, C, h, w)`` or tokens ``(B, N, C)`` (prefix tokens dropped)."""
+        features = trunk.forward_features(images) if hasattr(trunk, "forward_features") else trunk(images)
         if features.ndim not in (3, 4):
             raise ValueError(f"the trunk gives features of shape {tuple(features.shape)}; a grid or tokens are needed")
         return features[:, self.prefix_tokens :] if features.ndim == 3 else features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        trunk = getattr(self.trunk, "forward_features", self.trunk)
-        features = self._grid_features(trunk(images))
+        features = self._grid_features(self.trunk, images)
         if features.ndim == 4:
             features = features.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C)
         return self.norm(self.proj(features) + self.position)
