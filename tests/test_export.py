@@ -54,6 +54,10 @@ EXPORT_FAILURES = {
 SLOW = (
     "bilstm_denoiser",
     "bilstm_tagger",
+    "caption_lstm_digits",
+    "caption_lstm_test",
+    "caption_transformer_digits",
+    "caption_transformer_test",
     "densenet_bc40_cifar",
     "efficientnet_b0_cifar",
     "lstm_attn_forecast",
@@ -63,9 +67,13 @@ SLOW = (
     "seq2seq_transformer_small",
     "vit_tiny_patch4_32",
 )
-#: Presets whose ONNX conversion alone takes over a minute here (a greedy decoding loop unrolled over 17 steps of
-#: four Transformer blocks): their `.pt2` is checked, and the ONNX path of the same class by a smaller preset.
-ONNX_TOO_SLOW = {"seq2seq_transformer_small": "seq2seq_transformer_test"}
+#: Presets whose ONNX conversion alone takes over a minute here (a greedy decoding loop unrolled over 14-17 steps of
+#: several decoder layers): their `.pt2` is checked, and the ONNX path of the same class by a smaller preset.
+ONNX_TOO_SLOW = {
+    "seq2seq_transformer_small": "seq2seq_transformer_test",
+    "caption_transformer_digits": "caption_transformer_test",
+    "caption_lstm_digits": "caption_lstm_test",
+}
 _DIFFS: dict[str, float] = {}
 
 
