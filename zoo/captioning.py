@@ -328,7 +328,7 @@ def _test_preset(decoder: DecoderName) -> dict[str, Any]:
     lstm = decoder == "lstm"
     return dict(
         img_size=16, encoder_widths=[8, 16], decoder=decoder, embed_dim=32 if lstm else 16, depth=2 if lstm else 1,
-        num_heads=2, hidden_size=32, dropout=0.0, max_length=8,
+        num_heads=2, hidden_size=32, dropout=0.0, max_length=4,
     )  # fmt: skip
 
 
@@ -347,7 +347,7 @@ def caption_lstm_test() -> dict[str, Any]:
 @register_model(
     ImageCaptioner,
     input_size=(1, 16, 16),
-    num_params=7_432,
+    num_params=7_368,
     source="tiny conv encoder and Transformer decoder for fast tests",
     task="captioning",
 )
