@@ -21,7 +21,7 @@ class ExactResume(Callback):
     shuffles than the run it continues, and Lightning hands a resumable loader its position only when it made no
     loader before the checkpoint was loaded (a schedule that asks for ``estimated_stepping_batches`` makes one).
     This callback stores the torch CPU and CUDA generators, NumPy's global generator and Python's ``random`` (as
-    tensors and tuples, so ``torch.load(weights_only=True)`` reads them) and the training loader's ``state_dict``
+    tensors and tuples, so a weights-only checkpoint read accepts them) and the training loader's ``state_dict``
     (:class:`datamodules.ResumableLoader`: the epoch's shuffle seed and batches seen), and puts them back before the
     first batch. A resumed single-process run then continues bit for bit, from an epoch boundary or from a
     checkpoint written inside an epoch (``ModelCheckpoint(every_n_train_steps=...)``).
