@@ -46,9 +46,9 @@ class CaptionAttentionLogger(Callback):
     """Log, every ``every_n_epochs`` epochs, the greedy captions of ``num_samples`` fixed validation images with the
     attention of each word over the image (``{tag}/caption_attention/{i}``).
 
-    Duck-typed, for any captioner with ``attention_maps(images) -> (ids (B, L), maps (B, L, rows, columns))``,
-    ``decode_ids(ids) -> str`` and ``to_pixels(images)`` or normalized images (shown min-max scaled). Batches are
-    ``(images, captions, ...)``. The last figures' words and maps are kept in ``.last_words`` and ``.last_maps``.
+    Duck-typed, for any captioner with ``attention_maps(images) -> (ids (B, L), maps (B, L, rows, columns))`` and
+    ``decode_ids(ids) -> str``. Batches are ``(images, captions, ...)``; the normalized images are shown min-max
+    scaled. The last figures' words and maps are kept in ``.last_words`` and ``.last_maps``.
 
     Args:
         num_samples: images drawn (one figure each).
@@ -96,12 +96,14 @@ class CaptionAttentionLogger(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.images is None or trainer.current_epoch % self.every_n_epochs:
+        if trainer.sanity_checking or self.images is None or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        ids, maps = pl_module.attention_maps(self.images.to(pl_module.device))
+        ids, maps = pl_module.attention_maps(self.images.to(pl_module.device))  # the same greedy captions on every rank
+        if not trainer.is_global_zero:
+            return
         images = self.images
-        pixels = images.min(), images.max()
-        shown = (images - pixels[0]) / (pixels[1] - pixels[0]).clamp(min=1e-12)
+        low, high = images.min(), images.max()
+        shown = (images - low) / (high - low).clamp(min=1e-12)
         self.last_words, self.last_maps = [], []
         for index in range(len(images)):
             # the map of EOS, after the last word, shows where the model decided the caption was complete

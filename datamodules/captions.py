@@ -443,18 +443,18 @@ class _CaptionFilesDataModule(CaptionDataModule):
         data_dir: str,
         captions_file: str,
         images_dir: str,
-        img_size: int | tuple[int, int],
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        skip_missing_images: bool,
-        batch_size: int,
-        min_count: int,
-        max_length: int,
-        val_fraction: float,
-        test_fraction: float,
-        num_workers: int,
-        pin_memory: bool | None,
-        seed: int,
+        img_size: int | tuple[int, int] = 224,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        skip_missing_images: bool = False,
+        batch_size: int = 32,
+        min_count: int = 1,
+        max_length: int = 20,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        seed: int = 42,
     ) -> None:
         super().__init__(batch_size, min_count, max_length, val_fraction, test_fraction, num_workers, pin_memory, seed)
         if len(mean) != 3 or len(std) != 3:
@@ -529,36 +529,10 @@ class FlickrCaptionsDataModule(_CaptionFilesDataModule):
         data_dir: str = "data/flickr8k",
         captions_file: str = "captions.txt",
         images_dir: str = "Images",
-        img_size: int | tuple[int, int] = 224,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-        skip_missing_images: bool = False,
-        batch_size: int = 32,
-        min_count: int = 1,
-        max_length: int = 20,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        seed: int = 42,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir,
-            captions_file,
-            images_dir,
-            img_size,
-            mean,
-            std,
-            skip_missing_images,
-            batch_size,
-            min_count,
-            max_length,
-            val_fraction,
-            test_fraction,
-            num_workers,
-            pin_memory,
-            seed,
-        )
+        # the other arguments are the base's (jsonargparse and LightningCLI follow **kwargs to its signature)
+        super().__init__(data_dir, captions_file, images_dir, **kwargs)
 
     def _layout(self) -> str:
         return (
@@ -608,36 +582,10 @@ class COCOCaptionsDataModule(_CaptionFilesDataModule):
         data_dir: str = "data/coco",
         annotations_file: str = "annotations/captions_train2017.json",
         images_dir: str = "train2017",
-        img_size: int | tuple[int, int] = 224,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-        skip_missing_images: bool = False,
-        batch_size: int = 32,
-        min_count: int = 1,
-        max_length: int = 20,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        seed: int = 42,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir,
-            annotations_file,
-            images_dir,
-            img_size,
-            mean,
-            std,
-            skip_missing_images,
-            batch_size,
-            min_count,
-            max_length,
-            val_fraction,
-            test_fraction,
-            num_workers,
-            pin_memory,
-            seed,
-        )
+        # the other arguments are the base's (jsonargparse and LightningCLI follow **kwargs to its signature)
+        super().__init__(data_dir, annotations_file, images_dir, **kwargs)
 
     def _layout(self) -> str:
         return (

@@ -28,8 +28,9 @@ from torchmetrics.text import BLEUScore
 
 from zoo.layers.attention import KVCache
 from zoo.tasks.base import Split, StepOutput, TaskModule
+from zoo.tasks.seq2seq import BOS, EOS, PAD, shift_right, writable
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
+UNK = 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 #: The words of a model built without data (the presets): the embedded digit scenes' digit words.
 DEFAULT_VOCAB = (*SPECIALS, "a", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -181,13 +182,6 @@ class CaptioningTask(TaskModule):
         return self.decode(memory, tgt_in)
 
     # --- decoding --------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _writable(logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` ``(B, V)`` with ``PAD`` and ``BOS`` ruled out: a decoder never writes them."""
-        logits = logits.float().clone()
-        logits[:, PAD] = logits[:, BOS] = float("-inf")
-        return logits
-
     def _greedy(
         self,
         memory: Memory,
@@ -208,7 +202,7 @@ class CaptioningTask(TaskModule):
         for _ in range(max_new_tokens):
             logits, state, _ = self.decode_step(memory, token, state)
             steps.append(logits)
-            logp = self._writable(logits).log_softmax(-1)
+            logp = writable(logits).log_softmax(-1)
             if temperature is None:
                 token = logp.argmax(-1)
             else:
@@ -237,7 +231,7 @@ class CaptioningTask(TaskModule):
         offsets = torch.arange(batch, device=device).unsqueeze(1) * beam_size
         for _ in range(max_new_tokens):
             logits, state, _ = self.decode_step(memory, token, state)
-            logp = self._writable(logits).log_softmax(-1)  # (B*K, V)
+            logp = writable(logits).log_softmax(-1)  # (B*K, V)
             # A finished beam only extends with PAD, at no cost, so it keeps its score.
             finished = torch.full_like(logp, float("-inf"))
             finished[:, PAD] = 0.0
@@ -309,7 +303,7 @@ class CaptioningTask(TaskModule):
         """Log-likelihood ``(B,)`` of each caption ``(B, T)`` (through its ``EOS``; ``PAD`` not counted), with the
         writable words only, as decoding scores them."""
         logits = self(images, self.decoder_inputs(captions))
-        logp = torch.stack([self._writable(step) for step in logits.unbind(1)], dim=1).log_softmax(-1)
+        logp = writable(logits).log_softmax(-1)
         picked = logp.gather(-1, captions.unsqueeze(-1)).squeeze(-1)
         return picked.masked_fill(captions == PAD, 0.0).sum(-1)
 
@@ -328,7 +322,7 @@ class CaptioningTask(TaskModule):
             logits, state, attention = self.decode_step(memory, token, state)
             if attention is None:
                 raise ValueError(f"{type(self).__name__}'s decoder has no attention over the image to show")
-            token = self._writable(logits).argmax(-1).masked_fill(done, PAD)
+            token = writable(logits).argmax(-1).masked_fill(done, PAD)
             ids.append(token)
             maps.append(attention.masked_fill(done.unsqueeze(1), 0.0))
             done |= token == EOS
@@ -338,10 +332,7 @@ class CaptioningTask(TaskModule):
         return torch.stack(ids, dim=1), torch.stack(maps, dim=1).unflatten(-1, self.grid_size)
 
     # --- training logic --------------------------------------------------------------------------------------------
-    @staticmethod
-    def decoder_inputs(captions: torch.Tensor) -> torch.Tensor:
-        """``[BOS, caption[:-1]]``: what the decoder reads under teacher forcing."""
-        return torch.cat([torch.full_like(captions[:, :1], BOS), captions[:, :-1]], dim=1)
+    decoder_inputs = staticmethod(shift_right)
 
     def build_metrics(self) -> MetricCollection:
         bleu = {f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)}
@@ -357,8 +348,10 @@ class CaptioningTask(TaskModule):
         size = (captions != PAD).sum()
         if split == "train":
             return StepOutput(loss, size)
-        hp = self.hparams
-        answer = self.generate(images, hp.decoding, generator=torch.Generator(images.device).manual_seed(batch_idx))
+        # sampled captions are drawn from a generator seeded by the batch, so a metric repeats from run to run
+        decoding = self.hparams.decoding
+        generator = torch.Generator(images.device).manual_seed(batch_idx) if decoding == "sample" else None
+        answer = self.generate(images, decoding, generator=generator)
         return StepOutput(loss, size, {"answer": answer, "references": references})
 
     def update_metrics(self, metrics: MetricCollection, answer: torch.Tensor, references: torch.Tensor) -> None:

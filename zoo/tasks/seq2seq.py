@@ -28,6 +28,18 @@ DecodeName = Literal["greedy", "beam"]
 Memory = tuple[torch.Tensor, ...]
 
 
+def shift_right(tgt: torch.Tensor) -> torch.Tensor:
+    """``[BOS, tgt[:-1]]`` per row: what a decoder reads under teacher forcing to predict ``tgt``."""
+    return torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
+
+
+def writable(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` ``(..., V)`` as float with ``PAD`` and ``BOS`` ruled out: a decoder never writes them."""
+    logits = logits.float().clone()
+    logits[..., PAD] = logits[..., BOS] = float("-inf")
+    return logits
+
+
 def _select(memory: Memory, index: torch.Tensor) -> Memory:
     """The memory of the batch rows ``index`` (beams share their source's memory)."""
     return tuple(part.index_select(0, index) for part in memory)
@@ -149,13 +161,6 @@ class Seq2SeqTask(TaskModule):
         return self.decode(memory, tgt_in)
 
     # --- decoding ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _writable(logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` ``(B, V)`` with ``PAD`` and ``BOS`` ruled out: a decoder never writes them."""
-        logits = logits.float().clone()
-        logits[:, PAD] = logits[:, BOS] = float("-inf")
-        return logits
-
     def _greedy(
         self, memory: Memory, batch: int, max_new_tokens: int, stop_early: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +170,7 @@ class Seq2SeqTask(TaskModule):
         steps = []
         for _ in range(max_new_tokens):
             logits = self.decode(memory, ids)[:, -1]  # (B, V)
-            token = self._writable(logits).argmax(-1).masked_fill(done, PAD)
+            token = writable(logits).argmax(-1).masked_fill(done, PAD)
             steps.append(logits)
             ids = torch.cat([ids, token.unsqueeze(1)], dim=1)
             done |= token == EOS
@@ -181,7 +186,7 @@ class Seq2SeqTask(TaskModule):
         scores[:, 0] = 0.0  # one live beam at the start, so the first step does not pick the same token K times
         done = torch.zeros(batch * beam_size, dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
-            logp = self._writable(self.decode(memory, ids)[:, -1]).log_softmax(-1)  # (B*K, V)
+            logp = writable(self.decode(memory, ids)[:, -1]).log_softmax(-1)  # (B*K, V)
             # A finished beam only extends with PAD, at no cost, so it keeps its score.
             finished = torch.full_like(logp, float("-inf"))
             finished[:, PAD] = 0.0
@@ -240,10 +245,7 @@ class Seq2SeqTask(TaskModule):
         return (logp * (tgt != PAD)).sum(-1)
 
     # --- training logic ----------------------------------------------------------------------------------
-    @staticmethod
-    def decoder_inputs(tgt: torch.Tensor) -> torch.Tensor:
-        """``[BOS, tgt[:-1]]``: what the decoder reads under teacher forcing."""
-        return torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
+    decoder_inputs = staticmethod(shift_right)
 
     def build_metrics(self) -> MetricCollection:
         return MetricCollection(
