@@ -30,19 +30,16 @@ from datamodules.captions import (
     CaptionDataModule,
     CaptionDataset,
     COCOCaptionsDataModule,
-    DigitScene,
-    DigitScenesCaptionsDataModule,
     FlickrCaptionsDataModule,
     build_vocab,
     collate_captions,
-    compose_scenes,
     decode_caption,
     encode_caption,
-    scene_captions,
     split_by_image,
     tokenize,
 )
 from datamodules.cifar import CIFAR10DataModule
+from datamodules.digit_scenes import DigitScene, DigitScenesCaptionsDataModule, compose_scenes, scene_captions
 from datamodules.digits import DigitsDataModule
 from datamodules.image_csv import BalancedSampler, ImageCSVDataModule
 from datamodules.image_folder import ImageFolderDataModule
