@@ -257,9 +257,9 @@ def test_the_attention_callback_logs_a_picture_per_image_with_each_words_map(tmp
 @pytest.mark.parametrize(
     ("encoder", "channels", "side", "grid"),
     [
-        ("timm:resnet10t", 3, 64, (2, 2)),  # a CNN's last feature map
-        ("timm:vit_tiny_patch16_224", 3, 224, (14, 14)),  # a ViT's patch tokens, its class token left out
-        ("torchvision:resnet18", 3, 64, (2, 2)),
+        ("resnet10t", 3, 64, (2, 2)),  # a CNN's last feature map
+        ("vit_tiny_patch16_224", 3, 224, (14, 14)),  # a ViT's patch tokens, its class token left out
+        ("tv:resnet18", 3, 64, (2, 2)),
     ],
 )
 def test_third_party_trunks_give_a_grid_of_tokens(encoder, channels, side, grid):
@@ -274,7 +274,7 @@ def test_third_party_trunks_give_a_grid_of_tokens(encoder, channels, side, grid)
 
 
 def test_an_unknown_encoder_is_named():
-    with pytest.raises(ValueError, match="Unknown encoder 'resnet'; choose 'conv'"):
-        zoo.ImageCaptioner(encoder="resnet")
+    with pytest.raises(ValueError, match=r"Unknown encoder 'resnet18x'; give 'conv'.*close: resnet18"):
+        zoo.ImageCaptioner(encoder="resnet18x")
     with pytest.raises(ValueError, match="reads RGB images: in_channels must be 3"):
-        zoo.ImageCaptioner(encoder="torchvision:resnet18", in_channels=1)
+        zoo.ImageCaptioner(encoder="tv:resnet18", in_channels=1)

@@ -101,7 +101,7 @@ def _missing_weights(name: str, filename: str, cache_dir: str) -> RuntimeError:
     )
 
 
-def _timm_pretrained(name: str, in_channels: int) -> nn.Module:
+def timm_from_cache(name: str, in_channels: int) -> nn.Module:
     """A timm model with weights from the local Hugging Face (or torch hub) cache only; never the network."""
     from huggingface_hub import constants, hf_hub_download
 
@@ -128,7 +128,7 @@ def _timm_pretrained(name: str, in_channels: int) -> nn.Module:
     return timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_channels, pretrained_cfg_overlay=overlay)
 
 
-def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+def torchvision_model(name: str, pretrained: bool) -> nn.Module:
     """A torchvision model; pretrained weights only from the torch hub cache."""
     from torchvision.models import get_model, get_model_weights
 
@@ -157,7 +157,7 @@ def _strip_last_linear(model: nn.Module) -> int:
     return last.in_features
 
 
-def _load_state_dict(model: nn.Module, weights_path: str) -> None:
+def load_weights_file(model: nn.Module, weights_path: str) -> None:
     state = load_file(weights_path, "weights file")
     state = state.get("state_dict", state)
     missing, _ = model.load_state_dict(state, strict=False)  # the old classifier's keys are expected extras
@@ -211,16 +211,16 @@ class Backbone(ImageClassifier):
         if backbone.startswith(TV_PREFIX):
             if in_channels != 3:
                 raise ValueError(f"torchvision backbones take 3 channels, got in_channels={in_channels}")
-            self.backbone = _torchvision_model(backbone[len(TV_PREFIX) :], from_cache)
+            self.backbone = torchvision_model(backbone[len(TV_PREFIX) :], from_cache)
             self.num_features = _strip_last_linear(self.backbone)
         elif from_cache:
-            self.backbone = _timm_pretrained(backbone, in_channels)
+            self.backbone = timm_from_cache(backbone, in_channels)
             self.num_features = self.backbone.num_features
         else:
             self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_channels)
             self.num_features = self.backbone.num_features
         if pretrained and weights_path is not None:
-            _load_state_dict(self.backbone, weights_path)
+            load_weights_file(self.backbone, weights_path)
         self.head = nn.Linear(self.num_features, num_classes)
         #: Parameter names (``backbone.``-prefixed) of each stage, stem first; the head is not a stage.
         self.stage_names = self._find_stages()

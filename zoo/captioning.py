@@ -11,6 +11,7 @@ causal self-attention with a KV cache and cross-attention to the image). Both ar
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -19,7 +20,7 @@ import timm
 import torch
 from torch import nn
 
-from zoo.backbone import _load_state_dict, _timm_pretrained, _torchvision_model
+from zoo.backbone import TV_PREFIX, load_weights_file, timm_from_cache, torchvision_model
 from zoo.layers.attention import DecoderBlock, KVCache, MultiHeadAttention
 from zoo.layers.conv_blocks import ConvStack
 from zoo.registry import register_model
@@ -27,30 +28,32 @@ from zoo.tasks.captioning import DEFAULT_VOCAB, CaptioningTask, Memory
 from zoo.transformer import init_gpt2
 
 DecoderName = Literal["lstm", "transformer"]
-TV_PREFIX, TIMM_PREFIX = "torchvision:", "timm:"
 
 
 def build_trunk(encoder: str, in_channels: int, widths: Sequence[int], pretrained: bool) -> nn.Module:
-    """The image trunk named ``encoder``: ``"conv"`` (3x3 conv stages, each after the first halving the size),
-    ``"torchvision:<name>"`` (the model without its pooling and classifier) or ``"timm:<name>"`` (its
-    ``forward_features``). Pretrained weights come from the local caches only (see :class:`~zoo.Backbone`)."""
+    """The image trunk named ``encoder``, named as :class:`~zoo.Backbone` names its models: ``"conv"`` (3x3 conv
+    stages, each after the first halving the size), ``"tv:<name>"`` (a torchvision model without its pooling and
+    classifier) or a timm model name (its ``forward_features``). Pretrained weights come from the local caches only."""
     if encoder == "conv":
         return ConvStack(in_channels, widths, strides=[1] + [2] * (len(widths) - 1))
-    if encoder.startswith(TIMM_PREFIX):
-        name = encoder.removeprefix(TIMM_PREFIX)
-        if pretrained:
-            return _timm_pretrained(name, in_channels)
-        return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
     if encoder.startswith(TV_PREFIX):
         if in_channels != 3:
             raise ValueError(f"{encoder} reads RGB images: in_channels must be 3, got {in_channels}")
-        model = _torchvision_model(encoder.removeprefix(TV_PREFIX), pretrained)
+        model = torchvision_model(encoder.removeprefix(TV_PREFIX), pretrained)
         if hasattr(model, "features"):  # VGG, EfficientNet, MobileNet, DenseNet, ConvNeXt
             return model.features
         if hasattr(model, "layer4"):  # ResNet, ResNeXt, Wide ResNet: everything before the pooling
             return nn.Sequential(*list(model.children())[:-2])
         raise ValueError(f"{encoder}: no convolutional trunk found (a .features or .layer4 module)")
-    raise ValueError(f"Unknown encoder {encoder!r}; choose 'conv', 'torchvision:<name>' or 'timm:<name>'")
+    if not timm.is_model(encoder):
+        close = difflib.get_close_matches(encoder, ["conv", *timm.list_models()], n=3)
+        raise ValueError(
+            f"Unknown encoder {encoder!r}; give 'conv', 'tv:<torchvision name>' or a timm model name"
+            + (f" (close: {', '.join(close)})" if close else "")
+        )
+    if pretrained:
+        return timm_from_cache(encoder, in_channels)
+    return timm.create_model(encoder, pretrained=False, num_classes=0, in_chans=in_channels)
 
 
 class ImageTokens(nn.Module):
@@ -82,7 +85,7 @@ class ImageTokens(nn.Module):
         super().__init__()
         self.trunk = build_trunk(encoder, in_channels, widths, pretrained)
         if weights_path:
-            _load_state_dict(self.trunk, weights_path)
+            load_weights_file(self.trunk, weights_path)
         self.prefix_tokens = int(getattr(self.trunk, "num_prefix_tokens", 0))  # a ViT's class token
         was_training = self.trunk.training
         with torch.no_grad():
@@ -247,7 +250,7 @@ class ImageCaptioner(CaptioningTask):
         max_length: the longest caption in words (linked).
         in_channels: image channels (linked).
         img_size: image height and width (linked).
-        encoder: ``"conv"``, ``"torchvision:<name>"`` or ``"timm:<name>"``, see :func:`build_trunk`.
+        encoder: ``"conv"``, ``"tv:<torchvision name>"`` or a timm model name, see :func:`build_trunk`.
         encoder_widths: channels of the ``"conv"`` encoder's stages (each after the first halves the grid).
         pretrained: the encoder's pretrained weights from the local cache.
         weights_path: a state-dict file for the encoder's trunk.
@@ -391,6 +394,6 @@ def caption_resnet18_transformer() -> dict[str, Any]:
     """torchvision's ResNet-18 without pooling (512 channels on a 7x7 grid) to 256-wide tokens; 3 decoder blocks,
     8 heads; ``pretrained=True`` reads ImageNet weights from the torch hub cache, ``freeze_encoder=True`` keeps them."""
     return dict(
-        in_channels=3, img_size=224, encoder="torchvision:resnet18", decoder="transformer", embed_dim=256, depth=3,
+        in_channels=3, img_size=224, encoder="tv:resnet18", decoder="transformer", embed_dim=256, depth=3,
         num_heads=8, max_length=20,
     )  # fmt: skip
