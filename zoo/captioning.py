@@ -161,23 +161,37 @@ class LSTMAttentionDecoder(nn.Module):
         h, c = torch.tanh(self.init_state(tokens.mean(1))).view(-1, 2, self.num_layers, self.hidden_size).unbind(1)
         return h, c, tokens.new_zeros(tokens[:, 0].shape)
 
+    def _advance(
+        self,
+        tokens: torch.Tensor,
+        token: torch.Tensor,
+        hc: tuple[torch.Tensor, torch.Tensor],
+        feed: torch.Tensor,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """One word with ``hc`` in ``nn.LSTM``'s ``(layers, B, hidden)`` layout: logits, states, attentional state
+        and (when asked) the attention weights ``(B, heads, 1, N)``."""
+        out, hc = self.lstm(torch.cat([self.embed(token), feed], dim=-1).unsqueeze(1), hc)
+        context, weights = self.attn(self.query(out), tokens, need_weights=need_weights)  # (B, 1, D)
+        feed = self.drop(torch.tanh(self.combine(torch.cat([out[:, 0], context[:, 0]], dim=-1))))
+        return self.head(feed), hc, feed, weights
+
     def step(
         self, tokens: torch.Tensor, token: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
         """Logits ``(B, V)`` after ``token`` ``(B,)``, the new state, and the attention ``(B, N)`` (mean of heads)."""
         h, c, feed = state
-        step_input = torch.cat([self.embed(token), feed], dim=-1).unsqueeze(1)
-        out, (h, c) = self.lstm(step_input, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
-        h, c = h.transpose(0, 1), c.transpose(0, 1)
-        context, weights = self.attn(self.query(out), tokens, need_weights=True)  # (B, 1, D), (B, H, 1, N)
-        feed = self.drop(torch.tanh(self.combine(torch.cat([out[:, 0], context[:, 0]], dim=-1))))
-        return self.head(feed), (h, c, feed), weights.mean(1)[:, 0]
+        hc = (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
+        logits, (h, c), feed, weights = self._advance(tokens, token, hc, feed, need_weights=True)
+        return logits, (h.transpose(0, 1), c.transpose(0, 1), feed), weights.mean(1)[:, 0]
 
     def forward(self, tokens: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits ``(B, T, V)`` (the recurrence runs word by word: each reads the last attention)."""
-        state, logits = self.start(tokens), []
+        """Teacher-forced logits ``(B, T, V)`` (the recurrence runs word by word: each reads the last attention;
+        the states stay in the LSTM's own layout and attention uses the fused kernel)."""
+        h, c, feed = self.start(tokens)
+        hc, logits = (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()), []
         for token in tgt_in.unbind(1):
-            step_logits, state, _ = self.step(tokens, token, state)
+            step_logits, hc, feed, _ = self._advance(tokens, token, hc, feed, need_weights=False)
             logits.append(step_logits)
         return torch.stack(logits, dim=1)
 
