@@ -190,18 +190,21 @@ class CaptioningTask(TaskModule):
         stop_early: bool = True,
         temperature: float | None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Ids ``(B, L)``, their log-likelihood ``(B,)`` and the step logits ``(B, L, V)``; the most likely word at
-        each step, or one drawn at ``temperature``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Ids ``(B, L)``, their log-likelihood ``(B,)``, the step logits ``(B, L, V)`` and each word's attention
+        over the image tokens ``(B, L, N)`` (zero after a caption's ``EOS``; ``None`` for a decoder without); the
+        most likely word at each step, or one drawn at ``temperature``."""
         device = memory[0].device
         state = self.decoder_state(memory)
         token = torch.full((batch,), BOS, dtype=torch.long, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         log_likelihood = torch.zeros(batch, device=device)
-        ids, steps = [], []
+        ids, steps, maps = [], [], []
         for _ in range(max_new_tokens):
-            logits, state, _ = self.decode_step(memory, token, state)
+            logits, state, attention = self.decode_step(memory, token, state)
             steps.append(logits)
+            if attention is not None:
+                maps.append(attention.masked_fill(done.unsqueeze(1), 0.0))
             logp = writable(logits).log_softmax(-1)
             if temperature is None:
                 token = logp.argmax(-1)
@@ -213,7 +216,8 @@ class CaptioningTask(TaskModule):
             done |= token == EOS
             if stop_early and bool(done.all()):  # a data-dependent branch: off for a graph of fixed length
                 break
-        return torch.stack(ids, dim=1), log_likelihood, torch.stack(steps, dim=1)
+        attention = torch.stack(maps, dim=1) if maps else None
+        return torch.stack(ids, dim=1), log_likelihood, torch.stack(steps, dim=1), attention
 
     def _beam(
         self, memory: Memory, batch: int, max_new_tokens: int, beam_size: int, alpha: float
@@ -282,7 +286,7 @@ class CaptioningTask(TaskModule):
             temperature = temperature or hp.temperature
             ids = self._greedy(memory, images.shape[0], limit, temperature=temperature, generator=generator)[0]
         elif method in ("greedy", "beam"):
-            ids, log_likelihood, _ = self._greedy(memory, images.shape[0], limit)
+            ids, log_likelihood, _, _ = self._greedy(memory, images.shape[0], limit)
             if method == "beam":
                 alpha = hp.length_alpha if length_alpha is None else length_alpha
                 beams, score = self._beam(memory, images.shape[0], limit, beam_size or hp.beam_size, alpha)
@@ -313,23 +317,11 @@ class CaptioningTask(TaskModule):
         ``(B, L, rows, columns)`` (zero after a caption's ``EOS``)."""
         was_training = self.training
         self.eval()
-        memory = self.encode_images(images)
-        state = self.decoder_state(memory)
-        token = torch.full((images.shape[0],), BOS, dtype=torch.long, device=images.device)
-        done = torch.zeros_like(token, dtype=torch.bool)
-        ids, maps = [], []
-        for _ in range(self.max_length + 1):
-            logits, state, attention = self.decode_step(memory, token, state)
-            if attention is None:
-                raise ValueError(f"{type(self).__name__}'s decoder has no attention over the image to show")
-            token = writable(logits).argmax(-1).masked_fill(done, PAD)
-            ids.append(token)
-            maps.append(attention.masked_fill(done.unsqueeze(1), 0.0))
-            done |= token == EOS
-            if bool(done.all()):
-                break
+        ids, _, _, maps = self._greedy(self.encode_images(images), images.shape[0], self.max_length + 1)
         self.train(was_training)
-        return torch.stack(ids, dim=1), torch.stack(maps, dim=1).unflatten(-1, self.grid_size)
+        if maps is None:
+            raise ValueError(f"{type(self).__name__}'s decoder has no attention over the image to show")
+        return ids, maps.unflatten(-1, self.grid_size)
 
     # --- training logic --------------------------------------------------------------------------------------------
     decoder_inputs = staticmethod(shift_right)
