@@ -21,6 +21,7 @@ from callbacks.averaging import StochasticWeightAveraging
 from callbacks.caption_attention import CaptionAttentionLogger, draw_caption_attention
 from callbacks.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from callbacks.confusion_matrix import ConfusionMatrixLogger
+from callbacks.denoising_panels import DenoisingPanelLogger
 from callbacks.exact_resume import ExactResume
 from callbacks.fast_path import FastPath, cpu_has_native_bf16
 from callbacks.feature_maps import FeatureMapLogger
@@ -45,6 +46,7 @@ __all__ = [
     "CaptionAttentionLogger",
     "CheckpointWriteError",
     "ConfusionMatrixLogger",
+    "DenoisingPanelLogger",
     "ExactResume",
     "FastPath",
     "FeatureMapLogger",

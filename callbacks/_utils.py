@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning_utilities.core.imports import RequirementCache
 from torch import Tensor
+from torchvision.utils import make_grid
 
 _MATPLOTLIB_AVAILABLE = RequirementCache("matplotlib")
 
@@ -143,3 +144,11 @@ def _close_figure(fig: Any) -> None:
     # Figures from pyplot (e.g. torchmetrics' `.plot()` without `ax`) stay alive in pyplot's registry until closed.
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close(fig)
+
+
+def image_grid(images: Tensor, per_row: int) -> Tensor:
+    """``(N, C, H, W)`` images in [0, 1] as one ``(3, H', W')`` grid of ``per_row`` columns (1 or 3 channels; the
+    first channel of others)."""
+    if images.shape[1] not in (1, 3):
+        images = images[:, :1]
+    return make_grid(images.clamp(0, 1), nrow=per_row, padding=2, pad_value=1.0)

@@ -8,10 +8,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
-from torchvision.utils import make_grid
 from typing_extensions import override
 
-from callbacks._utils import log_image, unpack_xy
+from callbacks._utils import image_grid, log_image, unpack_xy
 
 
 class ReconstructionGridLogger(Callback):
@@ -73,11 +72,11 @@ class ReconstructionGridLogger(Callback):
             x = self.inputs.to(pl_module.device)
             reconstructions = pl_module.predict_batch(x).float().cpu()
             shown = pl_module.to_pixels(x).float().cpu() if hasattr(pl_module, "to_pixels") else _min_max(x.cpu())
-            self.last_reconstructions = _grid(torch.cat([shown, reconstructions]), len(x))
+            self.last_reconstructions = image_grid(torch.cat([shown, reconstructions]), len(x))
             sample = getattr(pl_module, "sample", None)
             if callable(sample):
                 samples = sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
-                self.last_samples = _grid(samples.float().cpu(), self.num_samples)
+                self.last_samples = image_grid(samples.float().cpu(), self.num_samples)
         if trainer.is_global_zero:
             log_image(trainer, f"{self.tag}/reconstructions", self.last_reconstructions, trainer.global_step)
             if self.last_samples is not None:
@@ -89,11 +88,3 @@ def _min_max(x: Tensor) -> Tensor:
     flat = x.float().flatten(1)
     low, high = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
     return (x - low) / (high - low).clamp_min(1e-12)
-
-
-def _grid(images: Tensor, per_row: int) -> Tensor:
-    """``(N, C, H, W)`` images in [0, 1] as one ``(3, H', W')`` grid of ``per_row`` columns (1 or 3 channels; the
-    first channel of others)."""
-    if images.shape[1] not in (1, 3):
-        images = images[:, :1]
-    return make_grid(images.clamp(0, 1), nrow=per_row, padding=2, pad_value=1.0)

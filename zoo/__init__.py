@@ -12,6 +12,7 @@ from zoo.captioning import ImageCaptioner
 from zoo.checkpoint import load_from_checkpoint, read_checkpoint
 from zoo.cnn import CNN, SimpleCNN
 from zoo.cnn1d import SequenceCNN
+from zoo.classical_denoising import ClassicalDenoiser
 from zoo.denoising import DnCNN, UNetDenoiser
 from zoo.densenet import DenseNet
 from zoo.efficientnet import EfficientNet
@@ -76,6 +77,7 @@ __all__ = [
     "ConvVAE",
     "Denoiser",
     "DenseNet",
+    "ClassicalDenoiser",
     "DnCNN",
     "EfficientNet",
     "Forecaster",
