@@ -20,6 +20,7 @@ from zoo.layers.attention import (
     causal_mask,
     scaled_dot_product_attention,
 )
+from zoo.transformer import TransformerEncoder
 
 ATOL = 1e-5
 
@@ -70,6 +71,30 @@ def test_multi_head_attention_equals_nn_multihead_attention(causal, need_weights
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
     if need_weights:  # ours per head; torch's averaged over heads
         torch.testing.assert_close(weights.mean(1), expected_weights, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_encoder_block_equals_nn_transformer_encoder_layer(norm_first):
+    """Pre-norm and post-norm blocks against torch's own layer with the same weights."""
+    torch.manual_seed(0)
+    reference = nn.TransformerEncoderLayer(
+        16, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True, norm_first=norm_first
+    ).eval()
+    ours = EncoderBlock(16, 4, norm_first=norm_first).eval()
+    _copy_from_torch(reference.self_attn, ours.attn)
+    with torch.no_grad():
+        for mine, theirs in ((ours.mlp[0], reference.linear1), (ours.mlp[2], reference.linear2)):
+            mine.weight.copy_(theirs.weight), mine.bias.copy_(theirs.bias)
+        for mine, theirs in ((ours.norm1, reference.norm1), (ours.norm2, reference.norm2)):
+            mine.weight.copy_(torch.rand(16) + 0.5), mine.bias.copy_(torch.randn(16))
+            theirs.weight.copy_(mine.weight), theirs.bias.copy_(mine.bias)
+    x = torch.randn(2, 5, 16)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    out, _ = ours(x, key_padding_mask=padding)
+    torch.testing.assert_close(out, reference(x, src_key_padding_mask=padding), atol=ATOL, rtol=0)
+    if not norm_first:  # a post-norm stack ends normalized: no final LayerNorm
+        assert isinstance(TransformerEncoder(16, 2, 4, norm_first=False).norm, nn.Identity)
 
 
 def test_cross_attention_equals_nn_multihead_attention():

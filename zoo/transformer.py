@@ -56,6 +56,8 @@ class TransformerEncoder(nn.Module):
         causal: each step sees only itself and earlier steps (a decoder-only stack).
         grad_checkpointing: recompute each block's activations in the backward pass instead of storing them (in
             training, without caches or attention weights).
+        norm_first: pre-norm blocks and a final LayerNorm (True), or post-norm blocks, whose output is already
+            normalized (False).
 
     >>> encoder = TransformerEncoder(16, depth=2, num_heads=4)
     >>> out, weights = encoder(torch.randn(2, 5, 16), need_weights=True)
@@ -73,12 +75,15 @@ class TransformerEncoder(nn.Module):
         rotary: bool = False,
         causal: bool = False,
         grad_checkpointing: bool = False,
+        norm_first: bool = True,
     ) -> None:
         super().__init__()
         self.causal = causal
         self.grad_checkpointing = grad_checkpointing
-        self.blocks = nn.ModuleList(EncoderBlock(dim, num_heads, mlp_ratio, dropout, rotary) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, num_heads, mlp_ratio, dropout, rotary, norm_first) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
 
     def forward(
         self,
@@ -162,6 +167,7 @@ class TransformerClassifier(SequenceClassifier):
         mlp_ratio: MLP width over ``embed_dim``.
         dropout: attention, residual and head dropout.
         position: ``"sinusoidal"``, ``"learned"``, ``"rotary"`` or ``"none"``.
+        norm_first: pre-norm (True) or post-norm (False) blocks, see :class:`~zoo.layers.attention.EncoderBlock`.
         **task_args: loss, optimizer and schedule, see :class:`~zoo.tasks.SequenceClassifier`.
 
     >>> model = TransformerClassifier(num_classes=3, vocab_size=10, max_length=12, embed_dim=16, num_heads=2)
@@ -182,6 +188,7 @@ class TransformerClassifier(SequenceClassifier):
         mlp_ratio: float = 4.0,
         dropout: float = 0.1,
         position: PositionName = "sinusoidal",
+        norm_first: bool = True,
         **task_args: Any,
     ) -> None:
         super().__init__(
@@ -195,7 +202,9 @@ class TransformerClassifier(SequenceClassifier):
         self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size else nn.Linear(in_features, embed_dim)
         self.position = build_position_encoding(position, embed_dim, max_length or 1024)
         self.drop = nn.Dropout(dropout)
-        self.encoder = TransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout, rotary=position == "rotary")
+        self.encoder = TransformerEncoder(
+            embed_dim, depth, num_heads, mlp_ratio, dropout, rotary=position == "rotary", norm_first=norm_first
+        )
         self.num_features = embed_dim
         self.pool = SequencePooling(pooling, embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
@@ -242,6 +251,8 @@ class GPT(LanguageModel):
         tie_weights: share the token embedding with the output head (Press & Wolf, 2017).
         grad_checkpointing: recompute each block's activations in the backward pass instead of storing them (less
             memory, about one more forward of compute; training only).
+        norm_first: pre-norm (GPT-2, True) or post-norm (False) blocks, see
+            :class:`~zoo.layers.attention.EncoderBlock`.
         **task_args: ``warmup_steps``, optimizer and schedule, see :class:`~zoo.tasks.language_model.LanguageModel`.
 
     >>> model = GPT(vocab="abc", block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -264,6 +275,7 @@ class GPT(LanguageModel):
         position: PositionName = "learned",
         tie_weights: bool = True,
         grad_checkpointing: bool = False,
+        norm_first: bool = True,
         **task_args: Any,
     ) -> None:
         super().__init__(vocab=vocab, vocab_size=vocab_size, block_size=block_size, **task_args)
@@ -279,6 +291,7 @@ class GPT(LanguageModel):
             rotary=position == "rotary",
             causal=True,
             grad_checkpointing=grad_checkpointing,
+            norm_first=norm_first,
         )
         self.head = nn.Linear(n_embd, self.vocab_size, bias=False)
         init_gpt2(self, n_layer)

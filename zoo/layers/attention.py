@@ -237,8 +237,11 @@ class FeedForward(nn.Sequential):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm Transformer block: self-attention and an MLP, each ``x + f(norm(x))``; ``causal`` makes it a
-    decoder-only (GPT) block.
+    """Transformer block: self-attention and an MLP, each a residual branch; ``causal`` makes it a decoder-only (GPT)
+    block.
+
+    Pre-norm (``norm_first=True``, GPT-2 and most models since): ``x + f(norm(x))``, a clean residual path that
+    trains deep stacks without warmup. Post-norm (``norm_first=False``, Vaswani et al. 2017): ``norm(x + f(x))``.
 
     Args:
         dim: model width.
@@ -246,12 +249,20 @@ class EncoderBlock(nn.Module):
         mlp_ratio: MLP width over ``dim``.
         dropout: dropout on attention weights and on each residual branch.
         rotary: rotary positions in the attention.
+        norm_first: pre-norm (True) or post-norm (False).
     """
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, rotary: bool = False
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        rotary: bool = False,
+        norm_first: bool = True,
     ) -> None:
         super().__init__()
+        self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, num_heads, dropout, rotary=rotary)
         self.drop = nn.Dropout(dropout)
@@ -267,11 +278,15 @@ class EncoderBlock(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, T, D)`` out, and the attention weights when ``need_weights``."""
+        attend_to = self.norm1(x) if self.norm_first else x
         attended, weights = self.attn(
-            self.norm1(x), key_padding_mask=key_padding_mask, causal=causal, cache=cache, need_weights=need_weights
+            attend_to, key_padding_mask=key_padding_mask, causal=causal, cache=cache, need_weights=need_weights
         )
-        x = x + self.drop(attended)
-        return x + self.mlp(self.norm2(x)), weights
+        if self.norm_first:
+            x = x + self.drop(attended)
+            return x + self.mlp(self.norm2(x)), weights
+        x = self.norm1(x + self.drop(attended))
+        return self.norm2(x + self.mlp(x)), weights
 
 
 class DecoderBlock(nn.Module):
