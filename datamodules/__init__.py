@@ -41,6 +41,13 @@ from datamodules.captions import (
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.digit_scenes import DigitScene, DigitScenesCaptionsDataModule, compose_scenes, scene_captions
 from datamodules.digits import DigitsDataModule
+from datamodules.fields import (
+    FIELD_KINDS,
+    ScientificFieldsDataModule,
+    gaussian_random_field,
+    heat_snapshot,
+    microscopy_blobs,
+)
 from datamodules.image_csv import BalancedSampler, ImageCSVDataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
@@ -80,6 +87,7 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "ModelNet": ModelNetDataModule,
     "ShapesVolume": ShapesVolumeDataModule,
     "NpyVolumeFolder": NpyVolumeFolderDataModule,
+    "ScientificFields": ScientificFieldsDataModule,
     "FlickrCaptions": FlickrCaptionsDataModule,
     "COCOCaptions": COCOCaptionsDataModule,
     "DigitScenesCaptions": DigitScenesCaptionsDataModule,
@@ -101,6 +109,7 @@ __all__ = [
     "BOS",
     "DATAMODULES",
     "EOS",
+    "FIELD_KINDS",
     "FUNCTIONS",
     "IGNORE_INDEX",
     "NAMED_SERIES",
@@ -137,6 +146,7 @@ __all__ = [
     "RegressionDataModule",
     "ResumableLoader",
     "ResumableRandomSampler",
+    "ScientificFieldsDataModule",
     "Seq2SeqBatch",
     "Seq2SeqDataModule",
     "SequenceBatch",
@@ -154,8 +164,11 @@ __all__ = [
     "compose_scenes",
     "decode_caption",
     "encode_caption",
+    "gaussian_random_field",
     "get_datamodule_class",
+    "heat_snapshot",
     "make_loader",
+    "microscopy_blobs",
     "pad_collate",
     "read_off",
     "scene_captions",

@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import quiet_trainer
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from recipes.cli import main as zoo_main
+from zoo.denoising import UNet
 
 DENOISERS = zoo.list_models(task="denoising")
 MEAN, STD = (0.3,), (0.4,)
@@ -25,11 +27,17 @@ def _images(n: int = 16, side: int = 16, seed: int = 0) -> torch.Tensor:
     return F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
 
 
-@pytest.mark.parametrize("name", DENOISERS)
+def _multiple(side: int, stride: int) -> int:
+    return -(-side // stride) * stride  # the nearest multiple of stride at or above side
+
+
+#: The 31M-parameter U-Nets are left out (seconds each on 2 cores): test_textbook_unet_... checks the textbook one.
+@pytest.mark.parametrize("name", [name for name in DENOISERS if zoo.model_info(name).num_params < 3_000_000])
 def test_output_keeps_the_input_shape_and_wrong_channels_name_the_shape(name):
     model = zoo.create_model(name).eval()
-    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 1, 28, 28)
-    assert model(torch.rand(1, 1, 36, 20)).shape == (1, 1, 36, 20)  # any size the strides divide
+    side, height, width = (_multiple(n, getattr(model, "stride", 1)) for n in (28, 36, 20))
+    assert model(torch.rand(2, 1, side, side)).shape == (2, 1, side, side)
+    assert model(torch.rand(1, 1, height, width)).shape == (1, 1, height, width)  # any size the strides divide
     with pytest.raises(ValueError, match=r"expects input of shape \(B, 1, H, W\), got \(2, 3, 28, 28\)"):
         model(torch.rand(2, 3, 28, 28))
 
@@ -127,3 +135,92 @@ def test_zoo_cli_denoises_an_image_folder_with_its_normalization(tmp_path):
     cli = zoo_main(["fit", "--model", "ircnn", *data])
     assert cli.model.in_channels == 3 and tuple(cli.model.hparams.mean) == (0.485, 0.456, 0.406)  # linked
     assert "test/psnr" in cli.trainer.callback_metrics
+
+
+# --- the textbook U-Net and its residual-encoder and attention-gate variants ----------------------------------------
+
+
+def test_textbook_unet_has_the_reference_parameter_count_and_keeps_the_shape():
+    """31,042,369 parameters: 3x3 convs with bias before BatchNorm, 2x2 up-convs to half the channels, a 1x1 head."""
+    model = zoo.create_model("unet").eval()
+    assert sum(p.numel() for p in model.parameters()) == 31_042_369
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 9 * 2 + 1 and all(conv.bias is not None for conv in convs)  # 18 3x3 convs and the head
+    ups = [(block.up.in_channels, block.up.out_channels, block.up.kernel_size) for block in model.decoder]
+    assert ups == [(1024, 512, (2, 2)), (512, 256, (2, 2)), (256, 128, (2, 2)), (128, 64, (2, 2))]
+    assert not model.residual_output  # the textbook maps its input straight to the output
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+
+
+def test_unet_names_the_divisibility_and_the_shape_it_got():
+    model = zoo.create_model("unet_small")
+    with pytest.raises(ValueError, match=r"divisible by 16, got \(1, 1, 48, 40\)"):
+        model(torch.rand(1, 1, 48, 40))
+    with pytest.raises(ValueError, match=r"img_size divisible by 16, got \(28, 28\)"):
+        zoo.create_model("unet_small", img_size=28)
+    with pytest.raises(ValueError, match="Unknown encoder 'resnet'"):
+        UNet(encoder="resnet")
+    with pytest.raises(ValueError, match="at least two positive"):
+        UNet(widths=(64,))
+    assert UNet(widths=(8, 16), img_size=2).stride == 2  # one pooling: even sides suffice
+
+
+def test_output_is_the_network_or_the_input_plus_it():
+    """With the 1x1 head zeroed the textbook output is 0 and the residual output is the noisy input."""
+    x = torch.rand(2, 1, 16, 16)
+    for residual_output, expected in ((False, torch.zeros_like(x)), (True, x)):
+        model = UNet(widths=(8, 16, 32), img_size=16, residual_output=residual_output).eval()
+        nn.init.zeros_(model.out.weight), nn.init.zeros_(model.out.bias)
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+def test_residual_encoder_shortcuts_project_only_when_the_width_changes():
+    model = UNet(widths=(8, 8, 16), img_size=16, encoder="residual").eval()
+    first, same, wider = model.encoder
+    assert isinstance(same.shortcut, nn.Identity)
+    assert first.shortcut[0].weight.shape == (8, 1, 1, 1) and wider.shortcut[0].weight.shape == (16, 8, 1, 1)
+    assert first.shortcut[0].bias is None  # BatchNorm follows the projection
+    x = torch.randn(2, 8, 8, 8)
+    assert first(torch.randn(2, 1, 8, 8)).shape == (2, 8, 8, 8) and wider(x).shape == (2, 16, 8, 8)
+    # With the body's last BatchNorm at gamma = beta = 0 the body adds nothing: an identity level is a ReLU.
+    nn.init.zeros_(same.body[-1].weight), nn.init.zeros_(same.body[-1].bias)
+    torch.testing.assert_close(same(x), torch.relu(x), rtol=0, atol=0)
+    assert model(torch.rand(2, 1, 16, 16)).shape == (2, 1, 16, 16)
+
+
+def test_attention_coefficients_are_in_0_1_at_each_skips_size():
+    model = zoo.create_model("unet_attention_small")
+    maps = model.attention_maps(torch.rand(2, 1, 64, 64))
+    assert model.training  # the maps are taken in eval mode, and the mode is given back
+    assert list(maps) == ["decoder.0", "decoder.1", "decoder.2", "decoder.3"]  # the deepest skip first
+    assert [tuple(alpha.shape) for alpha in maps.values()] == [(2, 1, side, side) for side in (8, 16, 32, 64)]
+    assert all(((alpha > 0) & (alpha < 1)).all() and alpha.std() > 0 for alpha in maps.values())
+    with pytest.raises(ValueError, match="attention_gates=False"):
+        zoo.create_model("unet_small").attention_maps(torch.rand(1, 1, 64, 64))
+
+
+def _gated_copy(plain: UNet, psi_bias: float) -> UNet:
+    """The plain U-Net's weights in an attention U-Net whose gates all give ``sigmoid(psi_bias)``."""
+    gated = UNet(widths=plain.hparams.widths, img_size=16, attention_gates=True).eval()
+    missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".gate." in key for key in missing)
+    for block in gated.decoder:
+        nn.init.zeros_(block.gate.psi.weight), nn.init.constant_(block.gate.psi.bias, psi_bias)
+    return gated
+
+
+def test_gates_open_at_one_and_halve_the_skips_at_one_half():
+    """psi = 0 with bias 50 lets every skip through (the plain U-Net's output); with bias 0 each skip is halved, which
+    is the plain U-Net whose fusing conv has its skip weights halved (the skip comes first in the concatenation)."""
+    torch.manual_seed(0)
+    plain = UNet(widths=(8, 16, 32), img_size=16).eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(_gated_copy(plain, 50.0)(x), plain(x))
+        half = _gated_copy(plain, 0.0)
+        assert all((alpha == 0.5).all() for alpha in half.attention_maps(x).values())
+        gated_output = half(x)
+        for block in plain.decoder:
+            block.conv[0].weight[:, : block.up.out_channels] *= 0.5
+        torch.testing.assert_close(gated_output, plain(x))

@@ -21,12 +21,13 @@ MAX_TRAIN_SIDE = 64
 SMALL_MODELS = [name for name in ALL_MODELS if zoo.model_info(name).num_params < 3_000_000]
 #: Overfitted here. Left out: torchvision's VGG layouts (133M-138M parameters, 102M in the first hidden layer), minutes
 #: each on 2 CPU cores; their layers are the VGG-style presets', which are overfitted, and tests/test_vgg.py checks
-#: their outputs against torchvision's. And the ResNet-18 captioner (about a minute): its decoder is the digits
-#: captioner's, overfitted here, and its trunk is torchvision's, trained in the ResNet presets.
+#: their outputs against torchvision's. The ResNet-18 captioner (about a minute): its decoder is the digits
+#: captioner's, overfitted here, and its trunk is torchvision's, trained in the ResNet presets. And the 31M-parameter
+#: U-Nets (64 channels at full 64x64 resolution, over a minute each): their blocks are the `unet*_small` presets',
+#: overfitted here, and tests/test_denoising.py checks the textbook one's parameter count and output shape.
+NOT_TRAINED = ("caption_resnet18_transformer", "unet", "unet_attention", "unet_residual")
 TRAINED_MODELS = [
-    name
-    for name in ALL_MODELS
-    if zoo.model_info(name).num_params < 100_000_000 and name != "caption_resnet18_transformer"
+    name for name in ALL_MODELS if zoo.model_info(name).num_params < 100_000_000 and name not in NOT_TRAINED
 ]
 
 

@@ -17,7 +17,8 @@ def test_list_models_uses_fnmatch_and_is_sorted():
 def test_list_models_by_family_and_task():
     assert set(zoo.list_models(family="mlp")) == {"mlp_small", "mlp_base", "mlp_regressor"}
     denoisers = zoo.list_models(task="denoising")
-    assert set(denoisers) == {"dncnn_s", "ircnn", "unet_denoiser_small"}
+    unets = {"unet", "unet_residual", "unet_attention", "unet_small", "unet_residual_small", "unet_attention_small"}
+    assert set(denoisers) == {"dncnn_s", "ircnn", "unet_denoiser_small", *unets}
     assert all(isinstance(zoo.create_model(name), zoo.Denoiser) for name in denoisers)
     classifiers = zoo.list_models(task="image_classification")
     assert all(isinstance(zoo.create_model(name), zoo.ImageClassifier) for name in classifiers)

@@ -10,12 +10,13 @@ from zoo.autoencoder import ConvAutoencoder, ConvVAE
 from zoo.backbone import Backbone
 from zoo.captioning import ImageCaptioner
 from zoo.checkpoint import load_from_checkpoint, read_checkpoint
+from zoo.classical_denoising import ClassicalDenoiser
 from zoo.cnn import CNN, SimpleCNN
 from zoo.cnn1d import SequenceCNN
-from zoo.classical_denoising import ClassicalDenoiser
-from zoo.denoising import DnCNN, UNetDenoiser
+from zoo.denoising import DnCNN, UNet, UNetDenoiser
 from zoo.densenet import DenseNet
 from zoo.efficientnet import EfficientNet
+from zoo.ensemble import CheckpointEnsemble
 from zoo.forecasters import (
     LSTMForecaster,
     MLPForecaster,
@@ -72,12 +73,13 @@ __all__ = [
     "MLP",
     "Backbone",
     "CaptioningTask",
+    "CheckpointEnsemble",
+    "ClassicalDenoiser",
     "ClassificationTask",
     "ConvAutoencoder",
     "ConvVAE",
     "Denoiser",
     "DenseNet",
-    "ClassicalDenoiser",
     "DnCNN",
     "EfficientNet",
     "Forecaster",
@@ -115,6 +117,7 @@ __all__ = [
     "TaskModule",
     "TransformerClassifier",
     "TransformerForecaster",
+    "UNet",
     "UNetDenoiser",
     "UnknownModelError",
     "VGGStyleNet",
