@@ -60,6 +60,12 @@ from datamodules.sequential_mnist import DigitsSequenceDataModule, SequentialMNI
 from datamodules.signals import NoisySinesDataModule, SineCosineDataModule
 from datamodules.synthetic import LocalExtremaDataModule, ParityDataModule
 from datamodules.text import CharTextDataModule
+from datamodules.text_classification import (
+    ShakespeareSpeakersDataModule,
+    TextClassificationDataModule,
+    TextCSVDataModule,
+    TextFolderDataModule,
+)
 from datamodules.timeseries import NAMED_SERIES, ForecastBatch, TimeSeriesDataModule
 from datamodules.transforms import AUGMENTATIONS, build_augmentation
 from datamodules.volumes import NpyVolumeFolderDataModule, ShapesVolumeDataModule
@@ -80,6 +86,9 @@ DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     "NoisySines": NoisySinesDataModule,
     "TimeSeries": TimeSeriesDataModule,
     "CharText": CharTextDataModule,
+    "TextFolder": TextFolderDataModule,
+    "TextCSV": TextCSVDataModule,
+    "ShakespeareSpeakers": ShakespeareSpeakersDataModule,
     "Seq2Seq": Seq2SeqDataModule,
     "Function": FunctionDataModule,
     "CSVRegression": CSVRegressionDataModule,
@@ -153,10 +162,14 @@ __all__ = [
     "SequenceDataModule",
     "SequenceDataset",
     "SequentialMNISTDataModule",
+    "ShakespeareSpeakersDataModule",
     "ShapesPointCloudDataModule",
     "ShapesVolumeDataModule",
     "SineCosineDataModule",
     "TensorSplitsDataModule",
+    "TextCSVDataModule",
+    "TextClassificationDataModule",
+    "TextFolderDataModule",
     "TimeSeriesDataModule",
     "build_augmentation",
     "build_vocab",

@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -40,31 +40,59 @@ from datamodules.image_folder import IMAGENET_MEAN, IMAGENET_STD
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 SPLITS = ("train", "val", "test")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# A word: letters and digits (any script), with one inner apostrophe part ("dog's", "know't").
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+# ... or, where punctuation is kept, any other character that is not a space, as a token of its own.
+_WORD_OR_MARK = re.compile(r"[^\W_]+(?:'[^\W_]+)?|[^\w\s]")
 
 
 # --- words and ids ----------------------------------------------------------------------------------------------------
-def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens of ``text``; punctuation is dropped.
+def tokenize(text: str, punctuation: bool = False, lowercase: bool = True) -> list[str]:
+    """Word tokens of ``text``, lower-cased unless ``lowercase=False``; punctuation is dropped, or kept with
+    ``punctuation=True`` as one token per mark.
 
     >>> tokenize("A dog's ball, on 2 stairs .")
     ['a', "dog's", 'ball', 'on', '2', 'stairs']
+    >>> tokenize("Speak, speak! 'Tis Romeo.", punctuation=True, lowercase=False)
+    ['Speak', ',', 'speak', '!', "'", 'Tis', 'Romeo', '.']
     """
-    return _WORD.findall(text.lower())
+    pattern = _WORD_OR_MARK if punctuation else _WORD
+    return pattern.findall(text.lower() if lowercase else text)
 
 
-def build_vocab(captions: Iterable[str], min_count: int = 1) -> list[str]:
-    """:data:`SPECIALS`, then the words occurring at least ``min_count`` times, most frequent first (ties in
-    alphabetical order). A word's id is its index; rarer words are read as ``UNK``.
+def build_vocab(
+    captions: Iterable[str],
+    min_count: int = 1,
+    specials: Sequence[str] = SPECIALS,
+    max_size: int | None = None,
+    tokenizer: Callable[[str], list[str]] = tokenize,
+) -> list[str]:
+    """``specials`` (:data:`SPECIALS` by default), then the words occurring at least ``min_count`` times, most
+    frequent first (ties in alphabetical order). A word's id is its index; rarer words are read as ``UNK``.
+
+    Args:
+        captions: the texts the words are counted in (the training split's).
+        min_count: the fewest occurrences of a word to get an id.
+        specials: the tokens before the words (ids ``0 .. len(specials) - 1``).
+        max_size: the most entries, specials included, keeping the most frequent words (``None``: no limit).
+        tokenizer: splits a text into words (:func:`tokenize` by default).
 
     >>> build_vocab(["a dog", "a cat", "the dog"], min_count=2)
     ['<pad>', '<bos>', '<eos>', '<unk>', 'a', 'dog']
+    >>> build_vocab(["a dog", "a cat", "the dog"], specials=("<pad>", "<unk>"), max_size=3)
+    ['<pad>', '<unk>', 'a']
     """
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
-    counts = Counter(word for caption in captions for word in tokenize(caption))
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= len(specials)
+    ):
+        raise ValueError(f"max_size must be an integer above the {len(specials)} specials (or None), got {max_size!r}")
+    counts = Counter(word for caption in captions for word in tokenizer(caption))
     words = sorted((word for word, count in counts.items() if count >= min_count), key=lambda w: (-counts[w], w))
-    return [*SPECIALS, *words]
+    if max_size is not None:
+        words = words[: max_size - len(specials)]
+    return [*specials, *words]
 
 
 def _word_ids(vocab: Sequence[str] | Mapping[str, int]) -> Mapping[str, int]:

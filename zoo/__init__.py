@@ -8,6 +8,7 @@
 
 from zoo.autoencoder import ConvAutoencoder, ConvVAE
 from zoo.backbone import Backbone
+from zoo.bag_of_embeddings import BagOfEmbeddings
 from zoo.captioning import ImageCaptioner
 from zoo.checkpoint import load_from_checkpoint, read_checkpoint
 from zoo.classical_denoising import ClassicalDenoiser
@@ -72,6 +73,7 @@ __all__ = [
     "GPT",
     "MLP",
     "Backbone",
+    "BagOfEmbeddings",
     "CaptioningTask",
     "CheckpointEnsemble",
     "ClassicalDenoiser",

@@ -473,3 +473,18 @@ def seq2seq_transformer_small() -> dict[str, Any]:
     return dict(
         vocab="0123456789", max_length=16, embed_dim=64, encoder_depth=2, decoder_depth=2, num_heads=4, dropout=0.0
     )
+
+
+@register_model(
+    TransformerClassifier,
+    input_size=InputSpec((128,), kind="tokens", dtype=torch.long, variable_length=True, vocab_size=1500),
+    num_params=196_616,
+    source="Transformer encoder classifier (Vaswani et al., 2017) on Shakespeare's speakers",
+    task="sequence_classification",
+)
+def transformer_speakers() -> dict[str, Any]:
+    """Two pre-norm blocks of width 64 (4 heads) over ShakespeareSpeakersDataModule's 1,500 ids and up to 128 tokens,
+    sinusoidal positions, mean pooling, eight speakers."""
+    return dict(
+        num_classes=8, vocab_size=1500, max_length=128, embed_dim=64, depth=2, num_heads=4, dropout=0.2, pooling="mean"
+    )
