@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak", type=float, default=10.0, help="Poisson noise's photons for white")
     parser.add_argument("--amount", type=float, default=0.1, help="salt and pepper's fraction of pixels")
     parser.add_argument("--img_size", type=int, default=32, help="a multiple of 16 (the U-Nets)")
-    parser.add_argument("--steps", type=int, default=200, help="training steps per network")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per network")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--val_size", type=int, default=64, help="validation images (the filters' strength)")

@@ -142,3 +142,53 @@ def test_degradation_measures_plain_and_residual_nets_at_each_depth(tmp_path):
         assert row["value"].startswith(f"plain {100 * plain['test_acc']:.2f}%")
         assert f"residual {100 * residual['test_acc']:.2f}%" in row["value"]
         assert {"command", "machine", "versions", "date"} <= set(row) and "--quick" in row["command"]
+
+
+def test_denoising_study_scores_filters_and_networks_on_the_same_noisy_images(tmp_path):
+    out = tmp_path / "denoising.json"
+    finished = run_benchmark("denoising_study", "--quick", "--noises=salt_pepper", f"--out={out}")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["results"]["salt_pepper"]
+    assert [row["method"] for row in rows] == ["noisy input", "gaussian filter", "median filter", "ircnn", "unet_small"]
+    first = rows[1]
+    for row in rows[1:]:  # the same noisy test images for every method: one input score
+        assert {metric: row[f"{metric}_input"] for metric in ("psnr", "psnr_mean", "ssim")} == {
+            metric: first[f"{metric}_input"] for metric in ("psnr", "psnr_mean", "ssim")
+        }
+    assert rows[0]["psnr"] == first["psnr_input"] and 12 < rows[0]["psnr"] < 18  # 10% of pixels flipped to 0 or 1
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["median filter"]["psnr"] > rows[0]["psnr"] + 5  # the textbook answer to impulse noise
+    assert by_method["median filter"]["strength"] in (1.0, 2.0) and by_method["ircnn"]["params"] == 186_177
+    assert "median filter" in report["table"] and "--quick" in report["rows"][0]["command"]
+    assert report["rows"][0]["value"].startswith(f"noisy input {rows[0]['psnr']:.2f} dB")
+
+
+def test_transformer_study_writes_its_tables_and_analysis(tmp_path):
+    text = tmp_path / "play.txt"
+    text.write_text("FIRST CITIZEN:\nWe are accounted poor citizens, the patricians good.\n\n" * 40)
+    out, analysis = tmp_path / "study.json", tmp_path / "analysis"
+    finished = run_benchmark(
+        "transformer_study", "--quick", f"--lm_text={text}", f"--out={out}", f"--analysis_dir={analysis}"
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["baselines"]) == ["transformer", "lstm", "bag of embeddings"]
+    assert report["baselines"]["transformer"] == report["ablations_speakers"]["base"]  # the same runs
+    assert list(report["ablations_speakers"]) == list(report["ablations_lm"]) == ["base", "heads=1", "post-norm"]
+    for rows, metric in ((report["ablations_speakers"], "acc"), (report["ablations_lm"], "bpc")):
+        for row in rows.values():
+            assert row[metric]["n"] == 1 and row[metric]["mean"] == row["runs"][0][metric]
+    # an ensemble of the one seed's checkpoint is that model
+    base = report["ablations_speakers"]["base"]["acc"]["mean"]
+    assert report["ensemble"]["members"] == 1 and report["ensemble"]["acc"] == pytest.approx(base, abs=1e-6)
+    assert set(report["distillation"]) == {"student, labels only", "student, distilled"}
+    found = report["analysis"]
+    test_size = sum(map(sum, found["confusion_matrix"]))
+    assert test_size == sum(bucket["n"] for bucket in found["accuracy_by_length"]) > 100
+    assert [row["p_true"] for row in found["hardest"]] == sorted(row["p_true"] for row in found["hardest"])
+    assert {path.name for path in analysis.iterdir()} == {"analysis.md", "attention_heads.png", "confusion_matrix.png"}
+    assert "| tokens | speeches | accuracy |" in (analysis / "analysis.md").read_text()
+    described = [row["what"] for row in report["rows"]]
+    assert any(what.startswith("Transformer ablations, lm") for what in described)
+    assert any(what.startswith("checkpoint ensemble of 1") for what in described)
