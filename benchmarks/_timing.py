@@ -7,6 +7,8 @@ import os
 import platform
 import statistics
 import time
+from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,18 @@ def write_json(result: dict[str, Any], out: str | Path) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def result_row(
+    what: str, value: str, command: str, info: dict[str, Any], packages: tuple[str, ...] = ("torch", "lightning")
+) -> dict[str, Any]:
+    """One row of docs/results.md: what was measured and its value, the command, the machine (``info`` from
+    :func:`machine`), the versions of ``packages`` and today's date."""
+    return {
+        "what": what,
+        "value": value,
+        "command": command,
+        "machine": f"{info['cpu']} ({info['cores']} cores), {info['gpu'] or 'CPU'}",
+        "versions": {package: version(package) for package in packages},
+        "date": date.today().isoformat(),
+    }

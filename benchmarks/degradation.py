@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _timing import RESULTS, machine, write_json
+from _timing import RESULTS, machine, result_row, write_json
 from torch import nn
 
 import zoo
@@ -174,25 +174,20 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 def rows(results: list[dict[str, Any]], args: argparse.Namespace, command: str, info: dict[str, Any]) -> list[dict]:
     """One results row per depth: plain against residual."""
-    versions = {package: version(package) for package in ("torch", "lightning")}
-    where = f"{info['cpu']} ({info['cores']} cores), {info['gpu'] or 'CPU'}"
     out = []
     for depth in args.depths:
         plain, residual = (
             next(r for r in results if r["depth"] == depth and r["net"] == net) for net in ("plain", "residual")
         )
-        out.append(
-            {
-                "what": f"plain vs residual net of {depth} layers on {args.data}, {args.steps} SGD steps of "
-                f"{args.batch_size}: test accuracy (training loss)",
-                "value": f"plain {100 * plain['test_acc']:.2f}% ({plain['train_loss']:.3f}), residual "
-                f"{100 * residual['test_acc']:.2f}% ({residual['train_loss']:.3f})",
-                "command": command,
-                "machine": where,
-                "versions": versions,
-                "date": date.today().isoformat(),
-            }
+        what = (
+            f"plain vs residual net of {depth} layers on {args.data}, {args.steps} SGD steps of {args.batch_size}: "
+            "test accuracy (training loss)"
         )
+        value = (
+            f"plain {100 * plain['test_acc']:.2f}% ({plain['train_loss']:.3f}), residual "
+            f"{100 * residual['test_acc']:.2f}% ({residual['train_loss']:.3f})"
+        )
+        out.append(result_row(what, value, command, info))
     return out
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from _timing import RESULTS, machine, write_json
+from _timing import RESULTS, machine, result_row, write_json
 
 import zoo
 from datamodules import ScientificFieldsDataModule
@@ -48,6 +48,7 @@ GRIDS: dict[str, tuple[float, ...]] = {
     "nl_means": (0.05, 0.1, 0.2, 0.3, 0.5),
 }
 METRICS = ("psnr", "psnr_mean", "ssim")
+PACKAGES = ("torch", "lightning", "torchmetrics", "scikit-image")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -172,8 +173,6 @@ def noise_label(noise: str, args: argparse.Namespace) -> str:
 
 def result_rows(by_noise: dict[str, list[dict]], args: argparse.Namespace, command: str, info: dict) -> list[dict]:
     """One results row per noise model: the input, the best filter and the best network, by test PSNR."""
-    versions = {package: version(package) for package in ("torch", "lightning", "torchmetrics", "scikit-image")}
-    where = f"{info['cpu']} ({info['cores']} cores), {info['gpu'] or 'CPU'}"
     out = []
     for noise, rows in by_noise.items():
         described = []
@@ -182,18 +181,12 @@ def result_rows(by_noise: dict[str, list[dict]], args: argparse.Namespace, comma
             if ranked:
                 row = ranked[0]
                 described.append(f"{row['method']} {row['psnr']:.2f} dB / SSIM {row['ssim']:.3f}")
-        out.append(
-            {
-                "what": f"denoising study, {noise_label(noise, args)}, {args.img_size}x{args.img_size} scientific "
-                f"fields, networks {args.steps} steps of {args.batch_size}: test PSNR / SSIM of the input, the best "
-                "filter and the best network",
-                "value": "; ".join(described),
-                "command": command,
-                "machine": where,
-                "versions": versions,
-                "date": date.today().isoformat(),
-            }
+        what = (
+            f"denoising study, {noise_label(noise, args)}, {args.img_size}x{args.img_size} scientific fields, "
+            f"networks {args.steps} steps of {args.batch_size}: test PSNR / SSIM of the input, the best filter and "
+            "the best network"
         )
+        out.append(result_row(what, "; ".join(described), command, info, PACKAGES))
     return out
 
 
@@ -216,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = {
         "command": command,
         "machine": info,
-        "versions": {package: version(package) for package in ("torch", "lightning", "torchmetrics", "scikit-image")},
+        "versions": {package: version(package) for package in PACKAGES},
         "date": date.today().isoformat(),
         "settings": {key: value for key, value in vars(args).items() if key != "out"},
         "wall_s": time.perf_counter() - start,

@@ -48,7 +48,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import yaml
-from _timing import RESULTS, machine, write_json
+from _timing import RESULTS, machine, result_row, write_json
 
 import zoo
 from datamodules import CharTextDataModule, ShakespeareSpeakersDataModule
@@ -71,6 +71,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 #: The speakers models and the recipes whose settings they train with (model arguments and gradient clipping).
 BASELINES = {"transformer": "speakers_transformer", "lstm": "speakers_lstm", "bag of embeddings": "speakers_bag"}
 REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "lightning", "torchmetrics")
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 40), (41, 80), (81, 10_000))
 
 
@@ -469,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     info = machine()
     report.update(
         machine=info,
-        versions={package: version(package) for package in ("torch", "lightning", "torchmetrics")},
+        versions={package: version(package) for package in PACKAGES},
         date=date.today().isoformat(),
         settings={key: value for key, value in vars(args).items() if key not in ("out", "command")},
         wall_s=time.perf_counter() - start,
@@ -484,8 +485,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def result_rows(report: dict[str, Any], args: argparse.Namespace, info: dict[str, Any]) -> list[dict[str, Any]]:
     """One results row per part that ran."""
-    versions = {package: version(package) for package in ("torch", "lightning", "torchmetrics")}
-    where = f"{info['cpu']} ({info['cores']} cores), {info['gpu'] or 'CPU'}"
     seeds = f"{len(args.seeds)} seed{'s' * (len(args.seeds) > 1)}"
 
     def spread(row: dict[str, Any], metric: str, scale: float, unit: str) -> str:
@@ -520,17 +519,7 @@ def result_rows(report: dict[str, Any], args: argparse.Namespace, info: dict[str
                 f"{spread(rows['student, distilled'], 'acc', 100, '%')}",
             )
         )
-    return [
-        {
-            "what": what,
-            "value": value,
-            "command": args.command,
-            "machine": where,
-            "versions": versions,
-            "date": date.today().isoformat(),
-        }
-        for what, value in described
-    ]
+    return [result_row(what, value, args.command, info, PACKAGES) for what, value in described]
 
 
 if __name__ == "__main__":

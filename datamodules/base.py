@@ -205,12 +205,17 @@ def check_float32_range(values: Any, columns: Sequence[str], source: str) -> Non
         )
 
 
-def check_batch_and_split(batch_size: int, val_fraction: float) -> None:
-    """Raise at construction for a batch size or validation fraction no loader can use."""
+def check_batch_and_split(batch_size: int, val_fraction: float, test_fraction: float = 0.0) -> None:
+    """Raise at construction for a batch size or split fractions no loader can use (each fraction in [0, 1), and
+    together less than 1: something must be left to train on)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0 <= test_fraction < 1 or not val_fraction + test_fraction < 1:
+        raise ValueError(
+            f"need test_fraction in [0, 1) and val_fraction + test_fraction < 1, got {val_fraction} and {test_fraction}"
+        )
 
 
 class EvalDistributedSampler(DistributedSampler):

@@ -288,12 +288,7 @@ class CaptionDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule)
         seed: int = 42,
     ) -> None:
         super().__init__()
-        check_batch_and_split(batch_size, val_fraction)
-        if not 0 <= test_fraction < 1 or not val_fraction + test_fraction < 1:
-            raise ValueError(
-                f"need test_fraction in [0, 1) and val_fraction + test_fraction < 1, got {val_fraction} and "
-                f"{test_fraction}"
-            )
+        check_batch_and_split(batch_size, val_fraction, test_fraction)
         if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
             raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
-from datamodules.base import decode_image, read_csv
+from datamodules.base import check_batch_and_split, decode_image, read_csv
 from datamodules.image_folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, _Transformed
 from datamodules.resumable import ResumableLoader, ResumableRandomSampler
 from datamodules.transforms import AugmentName
@@ -133,11 +133,7 @@ class ImageCSVDataModule(ImageFolderDataModule):
         pin_memory: bool | None = None,
         seed: int = 42,
     ) -> None:
-        if not 0 <= test_fraction < 1 or not val_fraction + test_fraction < 1:
-            raise ValueError(
-                f"need test_fraction in [0, 1) and val_fraction + test_fraction < 1, got {val_fraction} "
-                f"and {test_fraction}"
-            )
+        check_batch_and_split(batch_size, val_fraction, test_fraction)
         self.csv_path = os.path.expanduser(csv_path)
         root = data_dir if data_dir is not None else os.path.dirname(os.path.abspath(self.csv_path))
         super().__init__(

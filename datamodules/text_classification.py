@@ -363,12 +363,7 @@ class TextClassificationDataModule(SavesPreprocessing, SplitLoaders, L.Lightning
         seed: int = 42,
     ) -> None:
         super().__init__()
-        check_batch_and_split(batch_size, val_fraction)
-        if not 0 <= test_fraction < 1 or not val_fraction + test_fraction < 1:
-            raise ValueError(
-                f"need test_fraction in [0, 1) and val_fraction + test_fraction < 1, got {val_fraction} and "
-                f"{test_fraction}"
-            )
+        check_batch_and_split(batch_size, val_fraction, test_fraction)
         for name, value in (("max_length", max_length), ("min_freq", min_freq)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -298,8 +298,7 @@ class NpyVolumeFolderDataModule(VolumeDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__(batch_size, seed, num_workers, pin_memory)
-        check_batch_and_split(batch_size, val_fraction)
-        check_batch_and_split(batch_size, test_fraction)
+        check_batch_and_split(batch_size, val_fraction, test_fraction)
         self.save_hyperparameters(logger=False)
         self.data_dir = os.path.expanduser(data_dir)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
