@@ -1,4 +1,4 @@
-"""LightningCLI for the zoo: the recipes' entry point and the ``zoo`` console command.
+"""LightningCLI for the zoo: the recipes' entry point, and what the ``zoo`` command (:mod:`recipes.console`) runs.
 
 ``ZooCLI`` builds the datamodule once and passes its sizes to the model (each task's ``data_links``), points the
 default checkpoint and early stopping at the model's metric, applies the run policy of :mod:`recipes.runs` and can
@@ -6,7 +6,7 @@ test right after fitting. With ``--ckpt_path``, LightningCLI (2.6+) rebuilds the
 in the checkpoint, so ``test``/``predict`` work whatever the current config says about the model.
 
 ``zoo`` adds short names on top: ``zoo fit --model cnn_bn --data MNIST`` (a registered preset and a datamodule
-name), ``zoo fit --model CNN`` (any model class), ``zoo list``, and the tools (export, predict, serve, ...).
+name), ``zoo fit --model CNN`` (any model class): :func:`expand_short_names`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import difflib
 import inspect
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +23,12 @@ from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
 
 import zoo
 from callbacks import DEFAULTS_YAML as CALLBACKS_YAML
 from callbacks import CheckpointWriteError, FastPath, NonFiniteError, follow_monitor
 from callbacks.fast_path import warn_if_slow_bf16
-from datamodules import DATAMODULES, SequenceDataModule, get_datamodule_class
+from datamodules import get_datamodule_class
 from recipes.checkpoints import check_checkpoint_matches
 from recipes.runs import (
     RunConfigCallback,
@@ -262,98 +260,3 @@ def expand_short_names(args: Sequence[str]) -> list[str]:
             out.append(arg)
         index += 1
     return out
-
-
-def print_registry() -> None:
-    """Print every registered model and datamodule as tables."""
-    from rich.console import Console
-    from rich.table import Table
-
-    models = Table(title=f"Models ({len(zoo.list_models())})")
-    for column in ("name", "class", "task", "input", "params", "source"):
-        models.add_column(column)
-    for name in zoo.list_models():
-        info = zoo.model_info(name)
-        params = f"{info.num_params / 1e6:.2f}M" if info.num_params else "?"
-        models.add_row(name, info.cls.__name__, info.task, info.input_spec.describe(), params, info.source)
-    data = Table(title=f"Datamodules ({len(DATAMODULES)})")
-    for column in ("name", "class", "classes", "input"):
-        data.add_column(column)
-    for name, cls in DATAMODULES.items():
-        num_classes = getattr(cls, "num_classes", None)
-        size = _data_input(cls)
-        data.add_row(name, cls.__name__, str(num_classes) if isinstance(num_classes, int) else "from files", size)
-    console = Console(width=None if sys.stdout.isatty() else 200)  # full names when piped
-    console.print(models)
-    console.print(data)
-
-
-def _data_input(cls: type) -> str:
-    """What a datamodule yields, for the table: image size, or the kind of sequences."""
-    if isinstance(getattr(cls, "img_size", None), tuple):
-        return "image " + "x".join(map(str, (cls.in_channels, *cls.img_size)))
-    if issubclass(cls, SequenceDataModule):
-        return f"tokens, ids < {cls.vocab_size}" if cls.vocab_size else "series (padded, with lengths)"
-    return "from files"
-
-
-def _tools() -> dict[str, Callable[[list[str]], Any]]:
-    """``zoo <tool>``: the programs of :mod:`recipes.tools` beside LightningCLI's subcommands, each a ``main(args)``;
-    imported when asked for (they need optional packages)."""
-    from recipes.tools import explain, export, predict, quantize, serve
-
-    return {
-        "export": export.main,
-        "predict": predict.main,
-        "serve": serve.main,
-        "explain": explain.main,
-        "quantize": quantize.main,
-    }
-
-
-TOOL_NAMES = ("export", "predict", "serve", "explain", "quantize")
-
-
-def _tool(args: Sequence[str]) -> Callable[[list[str]], Any] | None:
-    """The tool ``args`` ask for, or None for LightningCLI. ``zoo predict`` is the file/text predictor when given
-    ``--inputs`` or ``--text``, else LightningCLI's ``predict`` over a datamodule."""
-    name = args[0] if args else None
-    if name not in TOOL_NAMES:
-        return None
-    if name == "predict" and not any(arg.split("=")[0] in ("--inputs", "--text") for arg in args):
-        return None
-    return _tools()[name]
-
-
-def main(args: Sequence[str] | None = None) -> Any:
-    """The ``zoo`` command: ``zoo list``, the tools, or LightningCLI subcommands with short model/data names."""
-    from_command_line, args = args is None, list(sys.argv[1:] if args is None else args)
-    if args[:1] == ["list"]:
-        print_registry()
-        return None
-    tool = _tool(args)
-    if tool is not None:
-        return tool(args[1:])
-    if not args:
-        rank_zero_info("usage: zoo {list,fit,validate,test,predict,export,serve,explain,quantize} [--model NAME] ...")
-    expanded = expand_short_names(args)
-    argv = sys.argv
-    if from_command_line:  # LightningCLI reads the expanded args; it warns when sys.argv holds arguments too
-        sys.argv = argv[:1]
-    try:
-        return _cli(expanded, parser_kwargs=_parser_kwargs(*DEFAULT_CONFIG_FILES))
-    finally:
-        sys.argv = argv
-
-
-def console() -> None:
-    """The ``zoo`` console script: :func:`main`, whose return value must not become the exit status; the errors of
-    :data:`USER_ERRORS` end it with their message and status 1."""
-    try:
-        main()
-    except USER_ERRORS as error:
-        raise SystemExit(f"error: {error}") from None
-
-
-if __name__ == "__main__":
-    console()

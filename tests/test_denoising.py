@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from zoo.denoising import UNet
 
 DENOISERS = zoo.list_models(task="denoising")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from datamodules import DigitsDataModule
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from zoo.tasks.sequence import IGNORE_INDEX
 
 

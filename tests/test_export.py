@@ -24,7 +24,7 @@ from torch import nn
 import zoo
 from datamodules import DigitsDataModule
 from recipes import digits_cnn
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from recipes.tools.export import (
     METADATA_KEYS,
     MODEL_METADATA_KEYS,

@@ -27,7 +27,7 @@ from datamodules.fields import (
     render_blobs,
     sample_seed,
 )
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from zoo.tasks.denoising import Denoiser
 
 GENERATORS = {

@@ -16,7 +16,7 @@ from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
 import zoo
 from datamodules import BalancedSampler, ImageCSVDataModule, ResumableLoader
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from tests.conftest import QUIET, quiet_trainer
 
 # Exact pixels back: no augmentation, no resizing (images are written at img_size), mean 0 and std 1.

@@ -14,7 +14,7 @@ from PIL import Image
 
 import zoo
 from recipes import digits_cnn
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from recipes.tools import explain
 from recipes.tools.interpret import (
     attention_heatmap,

@@ -17,7 +17,7 @@ from datamodules import DigitsDataModule, ImageFolderDataModule
 from datamodules.base import ImageDecodeError, ImageTooLargeError
 from datamodules.transforms import normalize_batch
 from recipes import digits_cnn, shakespeare_char_gpt
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from recipes.tools.export import main as export
 from recipes.tools.inference import Preprocessing
 from recipes.tools.predict import main as predict

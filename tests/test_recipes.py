@@ -24,7 +24,7 @@ from recipes import (
     smnist_lstm,
 )
 from recipes.cli import expand_short_names
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -59,7 +59,7 @@ def digits(tmp_path_factory) -> dict:
 def server(digits) -> Iterator[str]:
     """`zoo serve --ckpt_path ...` in its own process on a free port; stopped at the end."""
     port = free_port()
-    command = [sys.executable, "-m", "recipes.cli", "serve", "--ckpt_path", digits["ckpt"], "--port", str(port)]
+    command = [sys.executable, "-m", "recipes.console", "serve", "--ckpt_path", digits["ckpt"], "--port", str(port)]
     command += ["--max_bytes", str(MAX_BYTES), "--log_level", "warning"]
     process = subprocess.Popen(command, cwd=digits["tmp"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"

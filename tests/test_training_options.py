@@ -19,7 +19,7 @@ import yaml
 
 from recipes import digits_cnn
 from recipes.cli import ZooCLI
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 from tests.conftest import QUIET, read_csv
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"

@@ -10,7 +10,7 @@ from conftest import QUIET
 
 import zoo
 from recipes import digits_cnn
-from recipes.cli import main as zoo_main
+from recipes.console import main as zoo_main
 
 
 def test_last_checkpoint_holds_the_final_epoch_even_after_the_best_one():
