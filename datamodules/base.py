@@ -16,11 +16,13 @@ preprocessing every datamodule saves into checkpoints for the tools.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -146,6 +148,49 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     permutation = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = round(n * val_fraction)
     return permutation[n_val:].sort().values, permutation[:n_val].sort().values
+
+
+def check_folds(num_folds: int, fold: int) -> None:
+    """Raise at construction for fold options no split can follow: ``num_folds`` 0 (no folds) or at least 2, and
+    ``fold`` in ``[0, num_folds)`` (0 without folds)."""
+    for name, value in (("num_folds", num_folds), ("fold", fold)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if num_folds == 1 or num_folds < 0:
+        raise ValueError(f"num_folds must be 0 (no folds) or at least 2, got {num_folds}")
+    if num_folds == 0 and fold != 0:
+        raise ValueError(f"fold={fold} needs num_folds >= 2 (num_folds is 0: no folds)")
+    if num_folds and not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in [0, {num_folds}) for num_folds={num_folds}, got {fold}")
+
+
+def fold_indices(
+    num_samples: int, num_folds: int, fold: int, seed: int, targets: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, val) index split of ``range(num_samples)``: fold ``fold`` of ``num_folds`` validates and
+    the other folds train. Stratified by class (scikit-learn's ``StratifiedKFold``) when ``targets`` are integer class
+    indices ``(num_samples,)``, so each fold holds each class within one sample of the others; ``KFold`` otherwise.
+    Both shuffle with ``seed``: the same seed gives the same folds everywhere, and the folds cover the samples once.
+
+    >>> train, val = fold_indices(10, 5, 0, seed=0)
+    >>> len(train), len(val)
+    (8, 2)
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold  # here: importing scikit-learn costs 0.5 s
+
+    check_folds(num_folds, fold)
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2 to draw folds, got {num_folds}")
+    placeholder = np.zeros(num_samples)  # the splitters only read len(X)
+    classes = targets is not None and targets.ndim == 1 and not targets.is_floating_point()
+    if classes:
+        if len(targets) != num_samples:
+            raise ValueError(f"{num_samples} samples but {len(targets)} targets")
+        splits = StratifiedKFold(num_folds, shuffle=True, random_state=seed).split(placeholder, targets.numpy())
+    else:
+        splits = KFold(num_folds, shuffle=True, random_state=seed).split(placeholder)
+    train, val = next(itertools.islice(splits, fold, None))
+    return torch.from_numpy(train).long(), torch.from_numpy(val).long()
 
 
 def read_csv(path: str | os.PathLike[str]) -> Any:
@@ -299,16 +344,27 @@ class TensorSplitsDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataMo
         seed: seed of the data and the splits.
         num_workers: loader worker processes (in-memory tensors need none).
         pin_memory: pin host memory; ``None`` pins when CUDA is available.
+        num_folds: with 2 or more, ``train`` and ``val`` are pooled and fold ``fold`` of them validates
+            (:func:`fold_indices`, by ``seed``); 0 keeps the splits of :meth:`load_splits`. ``test`` is untouched.
+        fold: the validation fold, in ``[0, num_folds)``.
     """
 
     classes: list[str]
 
     def __init__(
-        self, batch_size: int = 32, seed: int = 0, num_workers: int = 0, pin_memory: bool | None = None
+        self,
+        batch_size: int = 32,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        num_folds: int = 0,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         check_batch_and_split(batch_size, 0.0)
+        check_folds(num_folds, fold)
         self.batch_size, self.seed, self.num_workers, self.pin_memory = batch_size, seed, num_workers, pin_memory
+        self.num_folds, self.fold = num_folds, fold
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -326,7 +382,19 @@ class TensorSplitsDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataMo
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
-            self.datasets = self.make_datasets(self.load_splits())
+            splits = self.load_splits()
+            if self.num_folds:
+                splits = self._fold_splits(splits)
+            self.datasets = self.make_datasets(splits)
+
+    def _fold_splits(
+        self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``splits`` with ``train`` and ``val`` replaced by fold ``fold`` of their pool."""
+        inputs = torch.cat([splits["train"][0], splits["val"][0]])
+        targets = torch.cat([splits["train"][1], splits["val"][1]])
+        train, val = fold_indices(len(inputs), self.num_folds, self.fold, self.seed, targets)
+        return {**splits, "train": (inputs[train], targets[train]), "val": (inputs[val], targets[val])}
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
@@ -355,6 +423,10 @@ class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
         pin_memory: pin host memory for faster GPU transfer; ``None`` pins when CUDA is available.
         seed: seed of the train/val split.
         download: download the data in ``prepare_data`` when it is missing.
+        num_folds: with 2 or more, fold ``fold`` of the training set validates and the rest trains (stratified by
+            class, :func:`fold_indices`, by ``seed``) instead of the ``val_fraction`` split; 0: no folds. The test
+            split is untouched.
+        fold: the validation fold, in ``[0, num_folds)``.
     """
 
     num_classes: int
@@ -375,9 +447,12 @@ class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
         pin_memory: bool | None = None,
         seed: int = 42,
         download: bool = True,
+        num_folds: int = 0,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         check_batch_and_split(batch_size, val_fraction)
+        check_folds(num_folds, fold)
         # Kept for checkpoints and `self.hparams`, not merged into the logged hparams: Lightning refuses a key that
         # model and data both have with values of different types (an int img_size here, the linked tuple there).
         # The CLI saves the whole config beside the logs.
@@ -407,11 +482,21 @@ class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and "train" not in self.datasets:
             images, targets = self.load_arrays(train=True)
-            train_idx, val_idx = split_indices(len(images), self.hparams.val_fraction, self.hparams.seed)
+            train_idx, val_idx = self.split_train_val(targets)
             self.datasets["train"] = self._dataset(images[train_idx], targets[train_idx], self.augmentation)
             self.datasets["val"] = self._dataset(images[val_idx], targets[val_idx])
         if stage in ("test", "predict", None) and "test" not in self.datasets:
             self.datasets["test"] = self._dataset(*self.load_arrays(train=False))
+
+    def split_train_val(self, targets: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, val) indices of a training pool of class ``targets`` ``(N,)``: fold ``fold`` of ``num_folds``
+        validates when folds are on, else a random ``val_fraction``; both drawn with ``seed`` (the datamodule's by
+        default)."""
+        hp = self.hparams
+        seed = hp.seed if seed is None else seed
+        if hp.num_folds:
+            return fold_indices(len(targets), hp.num_folds, hp.fold, seed, targets)
+        return split_indices(len(targets), hp.val_fraction, seed)
 
     def default_num_workers(self) -> int:
         """0 for plain in-memory slicing (faster than inter-process transfer); up to 4 when images are transformed."""

@@ -25,6 +25,9 @@ class DigitsDataModule(ImageDataModule):
         pin_memory: pin host memory (``None``: when CUDA is available).
         seed: seed of the test and validation splits.
         download: unused.
+        num_folds: with 2 or more, fold ``fold`` of the non-test images validates (stratified) instead of the
+            ``val_fraction`` split; 0: no folds.
+        fold: the validation fold, in ``[0, num_folds)``.
     """
 
     num_classes = 10
@@ -46,8 +49,12 @@ class DigitsDataModule(ImageDataModule):
         pin_memory: bool | None = None,
         seed: int = 42,
         download: bool = True,
+        num_folds: int = 0,
+        fold: int = 0,
     ) -> None:
-        super().__init__(data_dir, batch_size, val_fraction, augment, num_workers, pin_memory, seed, download)
+        super().__init__(
+            data_dir, batch_size, val_fraction, augment, num_workers, pin_memory, seed, download, num_folds, fold
+        )
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
 

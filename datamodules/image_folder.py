@@ -57,6 +57,10 @@ class ImageFolderDataModule(ImageDataModule):
         pin_memory: pin host memory (``None``: when CUDA is available).
         seed: seed of the splits.
         download: unused; a folder tree is never downloaded.
+        num_folds: with 2 or more, fold ``fold`` of the training images (``train/``, or the pool left after the test
+            split) validates, stratified by class, instead of the ``val_fraction`` split; 0: no folds. A tree with a
+            ``val/`` folder has fixed validation images and takes no folds.
+        fold: the validation fold, in ``[0, num_folds)``.
     """
 
     def __init__(
@@ -74,6 +78,8 @@ class ImageFolderDataModule(ImageDataModule):
         pin_memory: bool | None = None,
         seed: int = 42,
         download: bool = False,
+        num_folds: int = 0,
+        fold: int = 0,
     ) -> None:
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
@@ -81,7 +87,9 @@ class ImageFolderDataModule(ImageDataModule):
             raise ValueError(f"mean and std need {in_channels} values, got {mean} and {std}")
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_channels, self.mean, self.std = in_channels, tuple(mean), tuple(std)
-        super().__init__(data_dir, batch_size, val_fraction, augment, num_workers, pin_memory, seed, download)
+        super().__init__(
+            data_dir, batch_size, val_fraction, augment, num_workers, pin_memory, seed, download, num_folds, fold
+        )
         self._classes: list[str] | None = None
 
     def default_num_workers(self) -> int:
@@ -156,16 +164,22 @@ class ImageFolderDataModule(ImageDataModule):
         if self.has_split_folders:
             train_pool = self._folder(self._split_root("train"))
             val_root, test_root = self._split_root("val"), self._split_root("test")
+            if val_root and hp.num_folds:
+                raise ValueError(
+                    f"num_folds={hp.num_folds} draws the validation fold from the training images, but "
+                    f"{os.path.abspath(val_root)}/ holds fixed validation images: move them into train/ or give "
+                    "num_folds=0"
+                )
             if val_root:
                 train_set, val_set = train_pool, self._folder(val_root)
             else:
-                train_idx, val_idx = split_indices(len(train_pool), hp.val_fraction, hp.seed)
+                train_idx, val_idx = self.split_train_val(torch.as_tensor(train_pool.targets))
                 train_set, val_set = Subset(train_pool, train_idx.tolist()), Subset(train_pool, val_idx.tolist())
             test_set = self._folder(test_root) if test_root else None
         else:
             pool = self._folder(self.data_dir)
             rest_idx, test_idx = split_indices(len(pool), hp.test_fraction, hp.seed)
-            train_pos, val_pos = split_indices(len(rest_idx), hp.val_fraction, hp.seed + 1)
+            train_pos, val_pos = self.split_train_val(torch.as_tensor(pool.targets)[rest_idx], hp.seed + 1)
             train_set, val_set = Subset(pool, rest_idx[train_pos].tolist()), Subset(pool, rest_idx[val_pos].tolist())
             test_set = Subset(pool, test_idx.tolist())
         self.datasets = {"train": _Transformed(train_set, train_tf), "val": _Transformed(val_set, eval_tf)}
