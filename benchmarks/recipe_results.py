@@ -47,6 +47,30 @@ RUNS: dict[str, tuple[str, str, str, list[str]]] = {
         "percent",
         [f"--data.data_dir={SHARED / 'mnist'}"],
     ),
+    "mnist_cnn_1ep": (
+        "mnist_cnn for 1 epoch (the baseline of the mixing and TTA rows below), test accuracy",
+        "test/acc",
+        "percent",
+        [f"--data.data_dir={SHARED / 'mnist'}", "--trainer.max_epochs=1"],
+    ),
+    "mnist_cnn_mix": (
+        "mnist_cnn for 1 epoch with mixup (alpha 0.2) or CutMix (alpha 1.0) on every batch, test accuracy",
+        "test/acc",
+        "percent",
+        [
+            f"--data.data_dir={SHARED / 'mnist'}",
+            "--trainer.max_epochs=1",
+            "--model.init_args.mixup_alpha=0.2",
+            "--model.init_args.cutmix_alpha=1.0",
+        ],
+    ),
+    "mnist_cnn_tta": (
+        "mnist_cnn for 1 epoch, tested with tta flip_crop (10 flipped and shifted views; the training of "
+        "mnist_cnn_1ep, same seed), test accuracy",
+        "test/acc",
+        "percent",
+        [f"--data.data_dir={SHARED / 'mnist'}", "--trainer.max_epochs=1", "--model.init_args.tta=flip_crop"],
+    ),
     "mnist_seqcnn": (
         "mnist_seqcnn (1-d CNN on sequential MNIST), test accuracy after 1 epoch",
         "test/acc",
@@ -151,6 +175,9 @@ ALSO = {
 BASELINE = {"sequence_denoise_bilstm": ("test/mse_input", "the noisy input's")}
 RECIPE = {
     "extrema_lstm": "extrema_bilstm",
+    "mnist_cnn_1ep": "mnist_cnn",
+    "mnist_cnn_mix": "mnist_cnn",
+    "mnist_cnn_tta": "mnist_cnn",
     "mnist_denoise_unet": "mnist_denoise",
     "caption_transformer_blind": "caption_transformer",
 }

@@ -8,7 +8,9 @@ zoo predict --ckpt_path logs/shakespeare_char_gpt/version_0/checkpoints/last.ckp
 
 What a model reads and answers comes from its task: image classifiers top-k classes (named when the data named
 them), taggers a tag per step, forecasters forecasts with intervals in original units, denoisers images, regressors
-targets in original units, language models a continuation, seq2seq models an answer. Images get the evaluation
+targets in original units, language models a continuation, seq2seq models an answer. ``--tta flip`` (or
+``flip_crop``) makes an image classifier's checkpoint average its class probabilities over mirrored (and shifted)
+copies of each image; without it, the checkpoint's own ``tta`` holds. Images get the evaluation
 preprocessing of the training data (size, channels, normalization), tensors (``.npy`` or ``.json`` files, a batch or
 one sample) are in the data's own units; both read from the checkpoint or the ONNX file's metadata. Without
 ``--inputs``/``--text``, ``zoo predict`` is LightningCLI's ``predict`` over a datamodule.
@@ -136,6 +138,9 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--inputs", nargs="+", type=str, default=None, help="image files or folders, or tensors")
     parser.add_argument("--text", type=str | None, default=None, help="the text a language model continues")
     parser.add_argument("--top_k", type=int, default=5, help="classes listed per answer")
+    parser.add_argument(
+        "--tta", type=str | None, default=None, help="image classifiers: none, flip or flip_crop (test-time views)"
+    )
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--output", type=str | None, default=None, help="also write the answers to this JSON file")
     parser.add_argument("--output_dir", type=str, default="predictions", help="where answered images go (PNG)")
@@ -149,11 +154,14 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     exactly_one(parser, options, "inputs", "text")
     if options.top_k < 1 or options.batch_size < 1:
         parser.error("--top_k and --batch_size must be >= 1")
+    if options.tta is not None and source == "onnx":
+        parser.error("--tta applies to checkpoints: an ONNX file runs the views it was exported with")
     check_output_file(options.output, options.overwrite, (".json",))  # before the work, not after it
     with named_errors():
-        predictor = (
-            Predictor.from_onnx(options.onnx) if source == "onnx" else Predictor.from_checkpoint(options.ckpt_path)
-        )
+        if source == "onnx":
+            predictor = Predictor.from_onnx(options.onnx)
+        else:
+            predictor = Predictor.from_checkpoint(options.ckpt_path, tta=options.tta)
         if predictor.task.answers_images and options.inputs and not _tensor_files(options.inputs):
             names = [image_file_name(i, name) for i, name in enumerate(collect_images(options.inputs))]
             check_output_folder(options.output_dir, names, options.overwrite, "--output_dir")

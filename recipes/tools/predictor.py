@@ -19,7 +19,7 @@ from datamodules.base import IMAGE_EXTENSIONS, decode_image
 from recipes.tools.export import read_onnx_metadata
 from recipes.tools.inference import InferenceModel, Preprocessing, resolve_preprocessing
 from zoo.checkpoint import checkpoint_class, data_preprocessing, model_from_checkpoint, read_checkpoint
-from zoo.tasks import TaskModule
+from zoo.tasks import ImageClassifier, TaskModule
 from zoo.tasks.language_model import sample_tokens
 
 
@@ -133,20 +133,39 @@ class Predictor:
         return cls.from_onnx(path) if str(path).lower().endswith(".onnx") else cls.from_checkpoint(path)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str]) -> Predictor:
-        """A predictor over the zoo model of a checkpoint, with the preprocessing its datamodule saved (one read)."""
+    def from_checkpoint(cls, path: str | os.PathLike[str], tta: str | None = None) -> Predictor:
+        """A predictor over the zoo model of a checkpoint, with the preprocessing its datamodule saved (one read);
+        ``tta`` as in :meth:`from_model`."""
         checkpoint = read_checkpoint(path)
         model = model_from_checkpoint(checkpoint, str(path))
-        return cls.from_model(model, data_preprocessing(checkpoint), str(path))
+        return cls.from_model(model, data_preprocessing(checkpoint), str(path), tta=tta)
 
     @classmethod
     def from_model(
-        cls, model: TaskModule, data: Mapping[str, Any] | Preprocessing | None = None, source: str = "memory"
+        cls,
+        model: TaskModule,
+        data: Mapping[str, Any] | Preprocessing | None = None,
+        source: str = "memory",
+        tta: str | None = None,
     ) -> Predictor:
         """A predictor over a zoo model in memory (put in eval mode); ``data`` is the data's preprocessing (none:
-        the model's own sizes and vocabulary, without normalization)."""
+        the model's own sizes and vocabulary, without normalization).
+
+        ``tta`` sets an image classifier's test-time augmentation (``"none"``, ``"flip"``, ``"flip_crop"``: the
+        class probabilities averaged over flipped and shifted views, see :class:`~zoo.tasks.ImageClassifier`);
+        ``None`` keeps the model's own.
+
+        Raises:
+            ValueError: for a ``tta`` other than ``None`` on a model that is no image classifier, or an unknown one.
+        """
         if not isinstance(model, TaskModule):
             raise TypeError(f"a predictor runs zoo models (TaskModule), got {type(model).__name__}")
+        if tta is not None:
+            if not isinstance(model, ImageClassifier):
+                raise ValueError(
+                    f"tta applies to image classifiers; {type(model).__name__} is not one (leave --tta out)"
+                )
+            model.tta = tta  # before InferenceModel: its outputs are those of predict_tensors
         pre = resolve_preprocessing(model, data.to_dict() if isinstance(data, Preprocessing) else data)
         module = InferenceModel(model, pre)
         example = module.example_input_array

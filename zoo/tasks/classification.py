@@ -99,7 +99,8 @@ class ClassificationTask(TaskModule):
         for part in DISTILL_PARTS:
             if part in values:
                 getattr(self, f"train_{part}").update(values.pop(part))
-        metrics.update(**values)
+        if values:  # none from batches with no class to score (mixed images, see ImageClassifier)
+            metrics.update(**values)
 
     def epoch_values(self, split: Split, loss: MeanMetric, metrics: MetricCollection | None) -> dict[str, Any]:
         values = super().epoch_values(split, loss, metrics)
@@ -198,11 +199,16 @@ class ClassificationTask(TaskModule):
         if stage == "fit":
             self.distillation_teacher()  # a missing or unfit teacher fails before the first batch
 
+    def step_logits(self, inputs: tuple[torch.Tensor, ...], split: Split) -> torch.Tensor:
+        """The logits :meth:`step` scores in ``split``: the forward's (an image classifier averages test-time
+        augmentations at test)."""
+        return self(*inputs)
+
     def step(self, batch: Any, batch_idx: int, split: Split) -> StepOutput:
         """The loss, and the flat logits and hard targets the metrics update with (in training with a teacher, the
         distilled loss, and its two parts for logging)."""
         inputs, target = self.unpack_batch(batch)
-        logits, flat_target = self.flatten_outputs(self(*inputs), target)
+        logits, flat_target = self.flatten_outputs(self.step_logits(inputs, split), target)
         try:
             loss = self.compute_loss(logits, flat_target)
         except (IndexError, RuntimeError):
