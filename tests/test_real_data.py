@@ -37,11 +37,19 @@ def test_smnist_lstm_recipe_reaches_96_percent_in_one_epoch(shared_data):
     assert accuracy >= 0.96  # 96.9% validation accuracy after the first epoch of the full run
 
 
-def test_mnist_denoise_recipe_gains_over_4_5_db_in_150_steps(shared_data):
-    """IRCNN after 150 training steps on real digits, tested on the whole test split under fixed noise."""
-    cli = _one_epoch(mnist_denoise, shared_data, "--trainer.limit_train_batches=150", "--trainer.limit_val_batches=5")
+def test_mnist_denoise_recipe_gains_over_2_5_db_in_40_steps(shared_data):
+    """IRCNN after 40 training steps of 32 real digits, tested on 512 test digits under fixed noise (its dilated convs
+    cost about 1.2 GFLOP per image and step: the full recipe's 150-step check took over two minutes here)."""
+    cli = _one_epoch(
+        mnist_denoise,
+        shared_data,
+        "--data.batch_size=32",
+        "--trainer.limit_train_batches=40",
+        "--trainer.limit_val_batches=2",
+        "--trainer.limit_test_batches=16",
+    )
     metrics = cli.trainer.callback_metrics
     gain = float(metrics["test/psnr"] - metrics["test/psnr_input"])
-    print(f"mnist_denoise, 150 steps: test/psnr = {float(metrics['test/psnr']):.2f} dB, +{gain:.2f} dB over the input")
+    print(f"mnist_denoise, 40 steps: test/psnr = {float(metrics['test/psnr']):.2f} dB, +{gain:.2f} dB over the input")
     assert 13.0 < float(metrics["test/psnr_input"]) < 13.6  # sigma 0.3, clipped: 13.3 dB
-    assert gain >= 4.5  # 5.3 dB measured; a full epoch gains 7.3
+    assert gain >= 2.5  # 2.95 dB measured; 150 steps of 128 gain 5.3, a full epoch 7.3
