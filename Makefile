@@ -15,7 +15,7 @@ demo: $(VENV)/.installed  ## train the conv net on the embedded 8x8 digits; prin
 	$(PY) -m recipes.digits_cnn fit
 
 test: $(VENV)/.installed  ## the whole suite, slow real-data tests included (they skip without ../shared/data)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4  # pytest-xdist: one worker per core, at most 4
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

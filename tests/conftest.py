@@ -20,6 +20,12 @@ import torch
 import datamodules.mnist
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n N` the workers share the cores: one thread each, and for the processes the tests start too
+    # (torch reads OMP_NUM_THREADS when it starts).
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 #: Command-line options that keep a recipe's output to what a test reads.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 

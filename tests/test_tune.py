@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,33 @@ def test_the_tool_names_a_missing_space_and_a_bad_pruner(tmp_path, monkeypatch):
         tune.main(["--recipe", "digits_cnn", "--space", "space.yaml", "--pruner", "asah"])
     with pytest.raises(SystemExit, match=r"unknown recipe 'digit_cnn'\. Did you mean digits_cnn"):
         tune.main(["--recipe", "digit_cnn", "--space", "space.yaml"])
+
+
+@pytest.mark.slow
+def test_the_trial_of_a_killed_worker_is_failed_by_its_heartbeat_and_run_again(tmp_path):
+    (tmp_path / "space.yaml").write_text(
+        "params:\n  lr: loguniform 1e-3 3e-2\npruner: none\nheartbeat: 1\n"
+        "fit_args: [--trainer.limit_train_batches=4, --trainer.enable_progress_bar=false]\n"
+    )
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = ["tune", "--recipe", "digits_cnn", "--space", "space.yaml", "--storage", storage, "--out", "study"]
+    # The first worker's trial is long; it is killed while it trains.
+    doomed = _zoo(*common, "--n_trials", "1", "--trainer.max_epochs=1000", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "study" / "trials").glob("trial_0/checkpoints/*.ckpt")):
+            assert doomed.poll() is None and time.monotonic() < deadline, "the first trial never started training"
+            time.sleep(0.2)
+    finally:
+        doomed.kill()
+        doomed.wait(timeout=30)
+    study = optuna.load_study(study_name="digits_cnn", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # nobody knows it is dead yet
+    time.sleep(3)  # past the grace period of two missed heartbeats
+    _finish(_zoo(*common, "--n_trials", "2", "--trainer.max_epochs=1", cwd=tmp_path))
+
+    trials = optuna.load_study(study_name="digits_cnn", storage=storage).trials
+    states = optuna.trial.TrialState
+    assert [t.state for t in trials] == [states.FAIL, states.COMPLETE, states.COMPLETE]
+    assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(trials[1]) == 0
+    assert trials[1].params == trials[0].params  # the killed trial, run again
