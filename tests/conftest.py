@@ -127,6 +127,16 @@ def read_csv(log_dir: str) -> dict[str, dict[int, float]]:
 
 
 @pytest.fixture
+def one_thread():
+    """Small models on a shared CPU: one thread is many times faster than two contending ones (use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     """A data_dir holding a small MNIST in torchvision's layout (gzipped IDX files in MNIST/raw/)."""
     make_mnist(tmp_path)

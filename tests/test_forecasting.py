@@ -17,16 +17,9 @@ from callbacks import ForecastPlotLogger
 from datamodules import TimeSeriesDataModule
 from recipes import forecast_sunspots
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared CPU: one thread is many times faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _series(n: int = 120, seed: int = 0) -> np.ndarray:

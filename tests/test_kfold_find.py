@@ -23,14 +23,7 @@ from recipes.tools.command import tool_parser
 from recipes.tools.fitting import split_tool_args
 from zoo.checkpoint import read_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 8x8 digits through a small CNN: a second thread costs more in synchronization than it computes on shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(images: torch.Tensor, targets: torch.Tensor) -> Counter:

@@ -17,15 +17,9 @@ import zoo
 from datamodules import TimeSeriesDataModule
 from recipes import forecast_sunspots
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _known_map(model: zoo.RecursiveLSTMForecaster, w: list[float], a: float, b: float) -> None:

@@ -11,13 +11,7 @@ import zoo
 from datamodules import NoisySinesDataModule
 from recipes import sequence_denoise_bilstm
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _datamodule(**kwargs) -> NoisySinesDataModule:

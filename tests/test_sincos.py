@@ -12,13 +12,7 @@ from conftest import quiet_trainer
 import zoo
 from datamodules import SineCosineDataModule
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recover(window: torch.Tensor) -> tuple[float, float, float]:
