@@ -99,6 +99,30 @@ def models_table() -> str:
     return table(["name", "family", "class", "task", "input", "params", "source"], rows)
 
 
+def weights_table() -> str:
+    """One row per published set of weights (``zoo/weights/weights.json``, which holds each file's SHA-256 too): the
+    preset, its test metric and value, the data, the parameter count, the file's size, the command that trained it
+    and the date."""
+    from zoo.weights import PACKAGE_WEIGHTS, read_manifest
+
+    rows = []
+    for preset, weights in read_manifest().items():
+        size = (PACKAGE_WEIGHTS / weights.file).stat().st_size / 1e6
+        rows.append(
+            [
+                code(preset),
+                f"{weights.metric} {weights.value:.4f}",
+                cell(weights.data),
+                f"{weights.num_params:,}",
+                f"{size:.2f} MB",
+                code(weights.command),
+                cell(weights.date),
+            ]
+        )
+    header = ["preset", "test metric", "data", "params", "file", "trained by", "date"]
+    return table(header, rows)
+
+
 def datamodules_table() -> str:
     """One row per short name of ``datamodules.DATAMODULES``: the name, the class and its docstring's summary."""
     import datamodules
@@ -243,6 +267,7 @@ def results_table(results_dir: Path = RESULTS) -> str:
 #: Every generated table by its marker name.
 TABLES: dict[str, Callable[[], str]] = {
     "models": models_table,
+    "weights": weights_table,
     "datamodules": datamodules_table,
     "recipes": recipes_table,
     "recipe-settings": recipe_settings_table,

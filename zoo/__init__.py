@@ -66,6 +66,7 @@ from zoo.transformer import GPT, Seq2SeqTransformer, TransformerClassifier
 from zoo.vgg import VGGStyleNet
 from zoo.vit import VisionTransformer
 from zoo.volumetric import CNN3D
+from zoo.weights import Weights, get_weights, list_weights, load_weights
 
 __all__ = [
     "CNN",
@@ -125,11 +126,15 @@ __all__ = [
     "VGGStyleNet",
     "VariationalReconstruction",
     "VisionTransformer",
+    "Weights",
     "WindowMeanForecaster",
     "create_model",
+    "get_weights",
     "is_model",
     "list_models",
+    "list_weights",
     "load_from_checkpoint",
+    "load_weights",
     "model_info",
     "preset_config",
     "read_checkpoint",

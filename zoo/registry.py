@@ -20,6 +20,7 @@ import copy
 import difflib
 import fnmatch
 import functools
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -191,10 +192,23 @@ def _arguments(info: ModelInfo, overrides: Mapping[str, Any]) -> dict[str, Any]:
     return {**copy.deepcopy(dict(info.args)), **given}  # a copy: a model may change the lists it is given
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered preset; ``overrides`` replace its arguments, and those that are ``None`` are ignored."""
+def create_model(
+    name: str, pretrained: bool = False, weights_dir: str | os.PathLike[str] | None = None, **overrides: Any
+) -> nn.Module:
+    """Build a registered preset; ``overrides`` replace its arguments, and those that are ``None`` are ignored.
+
+    With ``pretrained``, the preset's published weights are loaded (:mod:`zoo.weights`: checked by hash, read with
+    ``weights_only=True``, from the package or ``weights_dir``/``$ZOO_WEIGHTS_DIR``); overrides must then keep the
+    architecture (a new ``lr`` is fine, a new width is refused).
+    """
     info = model_info(name)
-    return info.cls(**_arguments(info, overrides))
+    if not pretrained:
+        return info.cls(**_arguments(info, overrides))
+    from zoo.weights import get_weights, load_weights  # zoo.weights reads files through zoo.checkpoint
+
+    # The sizes the weights were trained with (a vocabulary's, ...) unless overridden.
+    model = info.cls(**_arguments(info, {**get_weights(name, weights_dir).arguments, **overrides}))
+    return load_weights(model, name, weights_dir)
 
 
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ zoo predict --onnx digits_cnn.onnx --inputs a.png b.png --top_k 3 --output preds
 zoo predict --ckpt_path logs/forecast_sunspots/version_0/checkpoints/last.ckpt --inputs windows.npy
 zoo predict --ckpt_path logs/mnist_denoise/version_0/checkpoints/last.ckpt --inputs noisy/ --output_dir clean/
 zoo predict --ckpt_path logs/shakespeare_char_gpt/version_0/checkpoints/last.ckpt --text "ROMEO:" --max_new_tokens 200
+zoo predict --pretrained cnn_digits --inputs digits/      # a preset's published weights (zoo.list_weights())
 
 What a model reads and answers comes from its task: image classifiers top-k classes (named when the data named
 them), taggers a tag per step, forecasters forecasts with intervals in original units, denoisers images, regressors
@@ -135,6 +136,7 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = tool_parser("predict", __doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="a checkpoint of a zoo model")
     parser.add_argument("--onnx", type=str | None, default=None, help="an ONNX file written by `zoo export`")
+    parser.add_argument("--pretrained", type=str | None, default=None, help="a preset with published weights")
     parser.add_argument("--inputs", nargs="+", type=str, default=None, help="image files or folders, or tensors")
     parser.add_argument("--text", type=str | None, default=None, help="the text a language model continues")
     parser.add_argument("--top_k", type=int, default=5, help="classes listed per answer")
@@ -150,7 +152,7 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--sample_top_k", type=int | None, default=None, help="text: sample among the k most likely")
     parser.add_argument("--seed", type=int, default=0, help="text: seed of the sampling")
     options = parse(parser, args)
-    source = exactly_one(parser, options, "ckpt_path", "onnx")
+    source = exactly_one(parser, options, "ckpt_path", "onnx", "pretrained")
     exactly_one(parser, options, "inputs", "text")
     if options.top_k < 1 or options.batch_size < 1:
         parser.error("--top_k and --batch_size must be >= 1")
@@ -160,6 +162,8 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     with named_errors():
         if source == "onnx":
             predictor = Predictor.from_onnx(options.onnx)
+        elif source == "pretrained":
+            predictor = Predictor.from_pretrained(options.pretrained, tta=options.tta)
         else:
             predictor = Predictor.from_checkpoint(options.ckpt_path, tta=options.tta)
         if predictor.task.answers_images and options.inputs and not _tensor_files(options.inputs):

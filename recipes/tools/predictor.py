@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+import zoo
 from datamodules.base import IMAGE_EXTENSIONS, decode_image
 from recipes.tools.export import read_onnx_metadata
 from recipes.tools.inference import InferenceModel, Preprocessing, resolve_preprocessing
@@ -139,6 +140,14 @@ class Predictor:
         checkpoint = read_checkpoint(path)
         model = model_from_checkpoint(checkpoint, str(path))
         return cls.from_model(model, data_preprocessing(checkpoint), str(path), tta=tta)
+
+    @classmethod
+    def from_pretrained(cls, preset: str, tta: str | None = None) -> Predictor:
+        """A predictor over a preset's published weights (:mod:`zoo.weights`), with the preprocessing of the data
+        they were trained on; ``tta`` as in :meth:`from_model`."""
+        weights = zoo.get_weights(preset)
+        model = zoo.create_model(preset, pretrained=True)
+        return cls.from_model(model, weights.preprocessing or None, f"the published weights of {preset}", tta=tta)
 
     @classmethod
     def from_model(
