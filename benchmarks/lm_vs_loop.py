@@ -1,0 +1,184 @@
+"""The character GPT recipe against a hand-written training loop of the same model, side by side.
+
+    python benchmarks/lm_vs_loop.py                       # 2,000 steps, 2 alternating rounds (about 25 minutes)
+    python benchmarks/lm_vs_loop.py --steps 200 --rounds 1 --out /tmp/q.json   # a quick check
+    python benchmarks/lm_vs_loop.py -- --trainer.limit_val_batches 20        # recipe overrides after "--"
+
+Both train nanoGPT's CPU configuration (4 layers, 4 heads, width 128, block 64, batch 12) on Tiny Shakespeare for the
+same steps with the same schedule (AdamW, weight decay 0.1 on matrices only, 100 warmup steps, cosine to a tenth of
+1e-3, gradient clipping at 1.0), each in its own process, in alternating rounds:
+
+- the loop is written as nanoGPT's ``train.py`` is: random windows of the first 90% of the text, an estimate of the
+  train and validation losses on 20 random batches each every 250 steps, no framework. Its time runs from the
+  parent's ``Popen`` to the end of its last step; its validation loss on the whole validation text is computed
+  afterwards, untimed, to compare the models;
+- the recipe is ``python -m recipes.shakespeare_char_gpt fit --trainer.max_steps <steps>`` with its own defaults:
+  its time is the whole process (start-up, validation, the test after fit).
+
+Prints a table and writes ``benchmarks/results/lm_vs_loop.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _timing import RESULTS, machine, result_row, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+LOOP = r"""
+import json, math, sys, time
+import torch
+import torch.nn.functional as F
+import zoo
+
+path, steps = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(42)
+text = open(path, encoding="utf-8").read()
+vocab = "".join(sorted(set(text)))
+table = {c: i for i, c in enumerate(vocab)}
+ids = torch.tensor([table[c] for c in text], dtype=torch.long)
+n_train = len(ids) - round(len(ids) * 0.1)
+train, val = ids[:n_train], ids[n_train:]
+block, batch = 64, 12
+model = zoo.GPT(vocab_size=len(vocab), block_size=block, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+decay = [p for p in model.parameters() if p.ndim >= 2]
+rest = [p for p in model.parameters() if p.ndim < 2]
+optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+lr, min_lr, warmup = 1e-3, 1e-4, 100
+
+def rate(step):
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+def get_batch(data):
+    starts = torch.randint(len(data) - block, (batch,))
+    x = torch.stack([data[s : s + block] for s in starts])
+    y = torch.stack([data[s + 1 : s + 1 + block] for s in starts])
+    return x, y
+
+@torch.no_grad()
+def estimate():
+    model.eval()
+    out = {}
+    for name, data in (("train", train), ("val", val)):
+        batches = [get_batch(data) for _ in range(20)]
+        out[name] = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item() for x, y in batches) / 20
+    model.train()
+    return out
+
+for step in range(steps):
+    if step % 250 == 0 or step == steps - 1:
+        print(step, estimate(), flush=True)
+    for group in optimizer.param_groups:
+        group["lr"] = rate(step)
+    x, y = get_batch(train)
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+trained = time.time()
+model.eval()
+with torch.no_grad():  # untimed: the loss on the whole validation text, windows as the datamodule cuts them
+    starts = torch.arange(0, len(val) - 1, block)
+    total, count = 0.0, 0
+    for chunk in starts.split(batch):
+        x = torch.stack([val[s : s + block] for s in chunk if s + block < len(val)])
+        y = torch.stack([val[s + 1 : s + 1 + block] for s in chunk if s + block < len(val)])
+        total += F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+print("RESULT " + json.dumps({"trained_at": trained, "val_loss": total / count}))
+"""
+
+RECIPE = r"""
+import json, sys, time
+from recipes import shakespeare_char_gpt
+cli = shakespeare_char_gpt.main(["fit", *sys.argv[1:]])
+metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
+print("RESULT " + json.dumps({"finished_at": time.time(), **metrics}))
+"""
+
+
+def _run(command: list[str], cwd: str) -> tuple[float, dict]:
+    started = time.time()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=None)
+    ended = time.time()
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        sys.exit(f"failed: {command[:4]}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    found = json.loads(lines[-1].removeprefix("RESULT "))
+    return found.get("trained_at", ended) - started, found
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    recipe_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--text", default=str(TEXT))
+    parser.add_argument("--out", default=str(RESULTS / "lm_vs_loop.json"))
+    options = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if not Path(options.text).is_file():
+        sys.exit(f"Tiny Shakespeare not found at {options.text}: put input.txt there (see ../shared/data)")
+    rounds = []
+    with tempfile.TemporaryDirectory() as work:
+        recipe = [
+            sys.executable,
+            "-c",
+            RECIPE,
+            f"--trainer.max_steps={options.steps}",
+            f"--data.path={options.text}",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={work}",
+            *recipe_args,
+        ]
+        loop = [sys.executable, "-c", LOOP, options.text, str(options.steps)]
+        for index in range(options.rounds):
+            order = [("loop", loop), ("recipe", recipe)] if index % 2 == 0 else [("recipe", recipe), ("loop", loop)]
+            times = {name: _run(command, work) for name, command in order}
+            row = {
+                "loop_s": round(times["loop"][0], 1),
+                "recipe_s": round(times["recipe"][0], 1),
+                "ratio": round(times["recipe"][0] / times["loop"][0], 3),
+                "loop_val_loss": times["loop"][1]["val_loss"],
+                # The recipe tests on its validation text (test_fraction 0): the loop's loss of the same windows.
+                "recipe_val_loss": times["recipe"][1].get("test/loss"),
+            }
+            rounds.append(row)
+            print(json.dumps(row))
+    ratio = statistics.median(row["ratio"] for row in rounds)
+    recipe_losses = [row["recipe_val_loss"] for row in rounds if row["recipe_val_loss"] is not None]
+    recipe_loss = f"{statistics.median(recipe_losses):.3f}" if recipe_losses else "none (no test ran)"
+    info = machine()
+    command = f"python benchmarks/lm_vs_loop.py --steps {options.steps} --rounds {options.rounds}"
+    if recipe_args:
+        command += " -- " + " ".join(recipe_args)
+    rows = [
+        result_row(
+            f"shakespeare_char_gpt, {options.steps} steps: whole recipe process over a hand-written loop of the same "
+            f"model (median of {len(rounds)} rounds; loop {statistics.median(r['loop_s'] for r in rounds):.0f} s, "
+            f"val loss {statistics.median(r['loop_val_loss'] for r in rounds):.3f} against the recipe's "
+            f"{recipe_loss})",
+            f"{ratio:.2f}x",
+            command,
+            info,
+        )
+    ]
+    write_json({"rows": rows, "rounds": rounds, "steps": options.steps, "recipe_args": recipe_args}, options.out)
+    print(f"recipe / loop: {ratio:.3f} (median of {len(rounds)})")
+
+
+if __name__ == "__main__":
+    main()
