@@ -115,14 +115,20 @@ def _finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
+def _digits_study(tmp_path: Path, space: str) -> tuple[str, list[str]]:
+    """A space file for digits_cnn in ``tmp_path``; the study's storage URL and the ``zoo tune`` arguments."""
+    (tmp_path / "space.yaml").write_text(space)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return storage, ["tune", "--recipe", "digits_cnn", "--space", "space.yaml", "--storage", storage, "--out", "study"]
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_then_it_resumes_and_its_best_config_trains(tmp_path):
-    (tmp_path / "space.yaml").write_text(
+    storage, common = _digits_study(
+        tmp_path,
         "params:\n  lr: loguniform 1e-3 3e-2\n  channels: choice [[8, 16], [16, 32]]\n"
-        "pruner: none\nfit_args: [--trainer.max_epochs=2, --trainer.limit_train_batches=4]\n"
+        "pruner: none\nfit_args: [--trainer.max_epochs=2, --trainer.limit_train_batches=4]\n",
     )
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    common = ["tune", "--recipe", "digits_cnn", "--space", "space.yaml", "--storage", storage, "--out", "study"]
     # A DDP request: the trials run in one process each, and say so.
     fit_args = ["--", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.enable_progress_bar=false"]
     workers = [_zoo(*common, "--n_trials", "4", *fit_args, cwd=tmp_path) for _ in range(2)]
@@ -192,12 +198,11 @@ def test_the_tool_names_a_missing_space_and_a_bad_pruner(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_trial_of_a_killed_worker_is_failed_by_its_heartbeat_and_run_again(tmp_path):
-    (tmp_path / "space.yaml").write_text(
+    storage, common = _digits_study(
+        tmp_path,
         "params:\n  lr: loguniform 1e-3 3e-2\npruner: none\nheartbeat: 1\n"
-        "fit_args: [--trainer.limit_train_batches=4, --trainer.enable_progress_bar=false]\n"
+        "fit_args: [--trainer.limit_train_batches=4, --trainer.enable_progress_bar=false]\n",
     )
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    common = ["tune", "--recipe", "digits_cnn", "--space", "space.yaml", "--storage", storage, "--out", "study"]
     # The first worker's trial is long; it is killed while it trains.
     doomed = _zoo(*common, "--n_trials", "1", "--trainer.max_epochs=1000", cwd=tmp_path)
     try:
