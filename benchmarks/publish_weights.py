@@ -46,6 +46,12 @@ RUNS: dict[str, tuple[str, list[str], str, str]] = {
         "MNIST rows as sequences, 10,000 test images",
         "test/acc",
     ),
+    "lstm_smnist": (
+        "smnist_lstm",
+        ["--data.data_dir={data}/mnist"],
+        "MNIST rows as sequences, 10,000 test images",
+        "test/acc",
+    ),
     "nbeats_forecast": ("forecast_sunspots", [], "statsmodels' yearly sunspots, the last windows for test", "test/mae"),
     "lstm_shakespeare_char": ("shakespeare_char_lstm", [], TEXT_DATA, "test/loss"),
     "gpt_shakespeare_char": ("shakespeare_char_gpt", [], TEXT_DATA, "test/loss"),
