@@ -1,4 +1,5 @@
-"""What the benchmarks share: per-batch timers, robust rates and a description of the machine they ran on."""
+"""What the benchmarks share: per-batch timers, robust rates, a description of the machine they ran on, child runs
+and result rows."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
@@ -68,6 +72,25 @@ def machine() -> dict[str, Any]:
         "lightning": L.__version__,
         "python": platform.python_version(),
     }
+
+
+def run_child(
+    code: str, args: Sequence[str], tag: str, cwd: str | Path | None = None, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], float]:
+    """Run ``python -c code *args`` and read the JSON it printed on its last line starting with ``tag``; returns it and
+    the child's wall seconds (start-up included).
+
+    Raises:
+        RuntimeError: when the child fails or prints no such line, with the end of its error output.
+    """
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    lines = [line for line in result.stdout.splitlines() if line.startswith(tag + " ")]
+    if result.returncode or not lines:
+        shown = " ".join(args[:3])
+        raise RuntimeError(f"{shown} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix(tag + " ")), seconds
 
 
 def write_json(result: dict[str, Any], out: str | Path) -> Path:

@@ -10,8 +10,8 @@ same steps with the same schedule (AdamW, weight decay 0.1 on matrices only, 100
 
 - the loop is written as nanoGPT's ``train.py`` is: random windows of the first 90% of the text, an estimate of the
   train and validation losses on 20 random batches each every 250 steps, no framework. Its time runs from the
-  parent's ``Popen`` to the end of its last step; its validation loss on the whole validation text is computed
-  afterwards, untimed, to compare the models;
+  parent's start of it to its exit, less its validation loss on the whole validation text, which it computes after
+  its last step, untimed, to compare the models;
 - the recipe is ``python -m recipes.shakespeare_char_gpt fit --trainer.max_steps <steps>`` with its own defaults:
   its time is the whole process (start-up, validation, the test after fit).
 
@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _timing import RESULTS, machine, result_row, write_json
+from _timing import RESULTS, machine, result_row, run_child, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -98,27 +96,22 @@ with torch.no_grad():  # untimed: the loss on the whole validation text, windows
         y = torch.stack([val[s + 1 : s + 1 + block] for s in chunk if s + block < len(val)])
         total += F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()
-print("RESULT " + json.dumps({"trained_at": trained, "val_loss": total / count}))
+print("RESULT " + json.dumps({"untimed_s": time.time() - trained, "val_loss": total / count}))
 """
 
 RECIPE = r"""
-import json, sys, time
+import json, sys
 from recipes import shakespeare_char_gpt
 cli = shakespeare_char_gpt.main(["fit", *sys.argv[1:]])
 metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
-print("RESULT " + json.dumps({"finished_at": time.time(), **metrics}))
+print("RESULT " + json.dumps(metrics))
 """
 
 
-def _run(command: list[str], cwd: str) -> tuple[float, dict]:
-    started = time.time()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=None)
-    ended = time.time()
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        sys.exit(f"failed: {command[:4]}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    found = json.loads(lines[-1].removeprefix("RESULT "))
-    return found.get("trained_at", ended) - started, found
+def _run(code: str, args: list[str], cwd: str) -> tuple[float, dict]:
+    """A side's seconds (the loop's less its untimed final evaluation) and what it reported."""
+    found, seconds = run_child(code, args, "RESULT", cwd=cwd)
+    return seconds - found.get("untimed_s", 0.0), found
 
 
 def main() -> None:
@@ -135,19 +128,17 @@ def main() -> None:
     rounds = []
     with tempfile.TemporaryDirectory() as work:
         recipe = [
-            sys.executable,
-            "-c",
-            RECIPE,
             f"--trainer.max_steps={options.steps}",
             f"--data.path={options.text}",
             "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={work}",
             *recipe_args,
         ]
-        loop = [sys.executable, "-c", LOOP, options.text, str(options.steps)]
+        loop = [options.text, str(options.steps)]
         for index in range(options.rounds):
-            order = [("loop", loop), ("recipe", recipe)] if index % 2 == 0 else [("recipe", recipe), ("loop", loop)]
-            times = {name: _run(command, work) for name, command in order}
+            sides = [("loop", LOOP, loop), ("recipe", RECIPE, recipe)]
+            order = sides if index % 2 == 0 else sides[::-1]
+            times = {name: _run(code, args, work) for name, code, args in order}
             row = {
                 "loop_s": round(times["loop"][0], 1),
                 "recipe_s": round(times["recipe"][0], 1),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from datetime import date
@@ -23,6 +22,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from _timing import run_child
 
 import zoo
 from zoo.checkpoint import data_preprocessing, read_checkpoint, to_primitive
@@ -81,14 +81,8 @@ def publish(preset: str, data_root: Path, folder: Path) -> Weights:
     args = [arg.format(data=data_root) for arg in args]
     with tempfile.TemporaryDirectory() as work:
         quiet = ["--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={work}"]
-        command = [sys.executable, "-c", _CHILD, recipe, *args, *quiet]
-        result = subprocess.run(
-            command, capture_output=True, text=True, cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)}
-        )
-        lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-        if result.returncode != 0 or not lines:
-            sys.exit(f"{recipe} failed:\n{result.stderr[-3000:]}")
-        found = json.loads(lines[-1].removeprefix("RESULT "))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        found, _ = run_child(_CHILD, [recipe, *args, *quiet], "RESULT", cwd=work, env=env)
         checkpoint = read_checkpoint(found["best"])
     state_dict = checkpoint["state_dict"]
     # What the recipe built differently from the preset: the sizes from the data, a recipe's own choices (a

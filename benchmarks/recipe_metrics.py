@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _timing import run_child
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -87,12 +88,7 @@ def run_recipe(args: list[str], shared: Path, workdir: Path) -> dict[str, dict]:
     recipe, *options = (arg.format(shared=shared) for arg in args)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     logger = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir=logs"]
-    command = [sys.executable, "-c", _CHILD, recipe, *options, *QUIET, *logger]
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("METRICS ")]
-    if result.returncode or not lines:
-        raise RuntimeError(f"{' '.join(args)} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-    return json.loads(lines[-1].removeprefix("METRICS "))
+    return run_child(_CHILD, [recipe, *options, *QUIET, *logger], "METRICS", cwd=workdir, env=env)[0]
 
 
 def machine_and_versions() -> dict[str, str]:

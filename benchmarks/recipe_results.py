@@ -16,12 +16,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
+
+from _timing import run_child
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -209,14 +209,11 @@ def run(name: str, logs: Path) -> dict:
     what, metric, shown, args = RUNS[name]
     recipe = RECIPE.get(name, name)
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    command = [sys.executable, "-c", _CHILD, recipe, *args, *quiet, f"--trainer.logger.init_args.save_dir={logs}"]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
-    wall = time.perf_counter() - start
-    lines = [line for line in result.stdout.splitlines() if line.startswith("METRICS ")]
-    if result.returncode or not lines:
-        raise RuntimeError(f"{name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    metrics = json.loads(lines[-1].removeprefix("METRICS "))
+    child_args = [recipe, *args, *quiet, f"--trainer.logger.init_args.save_dir={logs}"]
+    try:
+        metrics, wall = run_child(_CHILD, child_args, "METRICS", cwd=REPO)
+    except RuntimeError as error:
+        raise RuntimeError(f"{name}: {error}") from None
     value = metrics[metric]
     text = _shown(value, shown)
     for extra, label, extra_shown in ALSO.get(name, []):

@@ -54,31 +54,27 @@ def _data_input(cls: type) -> str:
     return "from files"
 
 
-#: ``zoo <tool>``: the programs beside LightningCLI's subcommands, each a ``main(args)`` of a module of
-#: :mod:`recipes.tools` (module, function).
-TOOLS = {
-    "export": ("export", "main"),
-    "predict": ("predict", "main"),
-    "serve": ("serve", "main"),
-    "explain": ("explain", "main"),
-    "quantize": ("quantize", "main"),
-    "tune": ("tune", "main"),
-    "kfold": ("kfold", "main"),
-    "lr-find": ("find", "lr_find_main"),
-    "batch-size-find": ("find", "batch_size_find_main"),
-}
-TOOL_NAMES = tuple(TOOLS)
+#: ``zoo <tool>``: the programs of :mod:`recipes.tools` beside LightningCLI's subcommands.
+TOOL_NAMES = ("export", "predict", "serve", "explain", "quantize", "tune", "kfold", "lr-find", "batch-size-find")
 
 
 def _tool_main(name: str) -> Callable[[list[str]], Any]:
-    """The ``main`` of tool ``name``; the tools are imported when one is asked for (they need optional packages, which
-    they import themselves when they run)."""
+    """The ``main(args)`` of tool ``name``; the tools are imported when one is asked for (they need optional
+    packages, which they import themselves when they run)."""
     from recipes.tools import explain, export, find, kfold, predict, quantize, serve, tune
 
-    modules = {"explain": explain, "export": export, "find": find, "kfold": kfold, "predict": predict}
-    modules.update(quantize=quantize, serve=serve, tune=tune)
-    module, function = TOOLS[name]
-    return getattr(modules[module], function)
+    mains = {
+        "export": export.main,
+        "predict": predict.main,
+        "serve": serve.main,
+        "explain": explain.main,
+        "quantize": quantize.main,
+        "tune": tune.main,
+        "kfold": kfold.main,
+        "lr-find": find.lr_find_main,
+        "batch-size-find": find.batch_size_find_main,
+    }
+    return mains[name]
 
 
 def _tool(args: Sequence[str]) -> Callable[[list[str]], Any] | None:

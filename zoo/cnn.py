@@ -127,6 +127,14 @@ def cnn_simple() -> dict[str, Any]:
 
 
 @register_model(
+    SimpleCNN, input_size=(1, 28, 28), num_params=421_738, source="LeNet-style conv-pool net with BatchNorm (mnist_cnn)"
+)
+def cnn_simple_bn() -> dict[str, Any]:
+    """:func:`cnn_simple` with BatchNorm after each convolution: the ``mnist_cnn`` recipe's model."""
+    return dict(in_channels=1, img_size=28, channels=(32, 64), hidden_dim=128, norm="batchnorm")
+
+
+@register_model(
     CNN, input_size=(1, 28, 28), num_params=94_186, source="conv-BN-ReLU stages with global average pooling"
 )
 def cnn_bn() -> dict[str, Any]:
@@ -140,14 +148,6 @@ def cnn_bn() -> dict[str, Any]:
 def cnn_bn_cifar() -> dict[str, Any]:
     """Three stages (64, 128, 256) of two conv-BN-ReLU blocks each, for 3x32x32 images."""
     return dict(in_channels=3, img_size=32, channels=(64, 128, 256), blocks_per_stage=2, dropout=0.1)
-
-
-@register_model(
-    SimpleCNN, input_size=(1, 28, 28), num_params=421_738, source="LeNet-style conv-pool net with BatchNorm (mnist_cnn)"
-)
-def cnn_simple_bn() -> dict[str, Any]:
-    """:func:`cnn_simple` with BatchNorm after each convolution: the ``mnist_cnn`` recipe's model."""
-    return dict(in_channels=1, img_size=28, channels=(32, 64), hidden_dim=128, norm="batchnorm")
 
 
 @register_model(CNN, input_size=(1, 8, 8), num_params=65_834, source="small conv-BN net for the embedded 8x8 digits")

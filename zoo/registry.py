@@ -206,9 +206,10 @@ def create_model(
         return info.cls(**_arguments(info, overrides))
     from zoo.weights import get_weights, load_weights  # zoo.weights reads files through zoo.checkpoint
 
-    # The sizes the weights were trained with (a vocabulary's, ...) unless overridden.
-    model = info.cls(**_arguments(info, {**get_weights(name, weights_dir).arguments, **overrides}))
-    return load_weights(model, name, weights_dir)
+    weights = get_weights(name, weights_dir)
+    # The arguments the weights were trained with (a vocabulary's size, a distribution head, ...) unless overridden.
+    model = info.cls(**_arguments(info, {**weights.arguments, **overrides}))
+    return load_weights(model, weights, weights_dir)
 
 
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:

@@ -112,15 +112,16 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def load_weights(model: nn.Module, preset: str, folder: str | os.PathLike[str] | None = None) -> nn.Module:
-    """Load the published weights of ``preset`` into ``model`` (built as the preset); the file's hash is checked
-    before it is read, and it is read with ``weights_only=True``.
+def load_weights(model: nn.Module, preset: str | Weights, folder: str | os.PathLike[str] | None = None) -> nn.Module:
+    """Load the published weights of ``preset`` (a name, or its :class:`Weights`) into ``model`` (built as the
+    preset); the file's hash is checked before it is read, and it is read with ``weights_only=True``.
 
     Raises:
         FileNotFoundError: the file is missing, naming it and where to put it.
         ValueError: the hash differs (a damaged or replaced file), or the weights do not fit the model.
     """
-    weights = get_weights(preset, folder)
+    weights = preset if isinstance(preset, Weights) else get_weights(preset, folder)
+    preset = weights.preset
     path = weights_dir(folder) / weights.file
     if not path.is_file():
         raise FileNotFoundError(f"the weights of {preset!r} are missing: put {weights.file} in {path.parent}/")

@@ -39,9 +39,9 @@ import lightning as L
 import torch
 from jsonargparse import ArgumentParser
 
-from recipes.cli import DEFAULT_CONFIG_FILES, ZooCLI, expand_short_names
+from recipes.cli import ZooCLI, expand_short_names
 from recipes.tools.command import check_output_file, named_errors, tool_parser
-from recipes.tools.fitting import argv_alone, recipe_yaml, split_tool_args
+from recipes.tools.fitting import argv_alone, config_files, split_tool_args
 
 
 @dataclass
@@ -69,14 +69,13 @@ class Found:
 def build_for_fit(recipe: str | None, fit_args: Sequence[str], root_dir: str) -> ZooCLI:
     """Model, datamodule and Trainer as ``fit`` of ``recipe`` (or ``zoo fit``) with ``fit_args`` builds them, but
     without a logger or a saved config, and with the Trainer's files in ``root_dir``."""
-    files = [*DEFAULT_CONFIG_FILES, *([str(recipe_yaml(recipe))] if recipe else [])]
     # After the user's arguments, so they win: no logger, no run folder, Lightning's files in the temporary folder
     args = [*expand_short_names(fit_args), "--trainer.logger=false", f"--trainer.default_root_dir={root_dir}"]
     with argv_alone():
         return ZooCLI(
             args=args,
             run=False,
-            parser_kwargs={"default_config_files": files},
+            parser_kwargs={"default_config_files": config_files(recipe)},
             run_name=recipe or "zoo",
             save_config_callback=None,
         )

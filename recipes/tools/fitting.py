@@ -84,12 +84,15 @@ def recipe_yaml(recipe: str) -> Path:
     return Path(RECIPES_DIR) / f"{recipe}.yaml"
 
 
+def config_files(recipe: str | None) -> list[str]:
+    """The default config files of recipe ``recipe`` (the shared defaults, then its YAML), or of ``zoo fit``."""
+    return [*DEFAULT_CONFIG_FILES, *([str(recipe_yaml(recipe))] if recipe else [])]
+
+
 def cli_kwargs(recipe: str | None) -> dict[str, Any]:
-    """What :class:`~recipes.cli.ZooCLI` takes to run as recipe ``recipe`` (its YAML after the shared defaults and
-    its run name), or as ``zoo fit`` for ``None``."""
-    if recipe is None:
-        return {"parser_kwargs": _parser_kwargs(*DEFAULT_CONFIG_FILES), "run_name": "zoo"}
-    return {"parser_kwargs": _parser_kwargs(*DEFAULT_CONFIG_FILES, str(recipe_yaml(recipe))), "run_name": recipe}
+    """What :class:`~recipes.cli.ZooCLI` takes to run as recipe ``recipe`` (its config files and run name), or as
+    ``zoo fit`` for ``None``."""
+    return {"parser_kwargs": _parser_kwargs(*config_files(recipe)), "run_name": recipe or "zoo"}
 
 
 class _ParseOnly(ZooCLI):

@@ -54,7 +54,7 @@ import yaml
 
 from callbacks import NonFiniteError
 from recipes.tools.command import named_errors, parse, tool_parser
-from recipes.tools.fitting import fit, fit_config, logger_folder_args, recipe_yaml, run_folder, split_tool_args
+from recipes.tools.fitting import fit, fit_config, logger_folder_args, recipe_yaml, split_tool_args
 from zoo.checkpoint import import_class
 
 INSTALL_HINT = 'pip install "lightning-zoo[tune]"'
@@ -239,8 +239,8 @@ def _counted(study: Any) -> int:
 
 def _asks_for_processes(trainer: Any) -> bool:
     strategy = str(trainer.get("strategy") or "")
-    devices = trainer.get("devices")
-    return "ddp" in strategy or (trainer.get("num_nodes") or 1) > 1 or (isinstance(devices, int) and devices > 1)
+    devices = str(trainer.get("devices"))  # "2" from the command line, 2 from a YAML
+    return "ddp" in strategy or (trainer.get("num_nodes") or 1) > 1 or (devices.isdigit() and int(devices) > 1)
 
 
 def tune(
@@ -297,8 +297,7 @@ def tune(
             *SINGLE_PROCESS,
         ]
         reporter = TrialReporter(trial, metric, direction == "maximize")
-        cli = fit(recipe, args, [reporter])
-        trial.set_user_attr("run_dir", run_folder(cli))
+        fit(recipe, args, [reporter])  # the reporter records the run folder when fitting starts
         if reporter.best is None:
             raise ValueError(f"trial {trial.number} never reached a finite {metric}")
         return reporter.best
