@@ -27,6 +27,7 @@ from callbacks.fast_path import FastPath, cpu_has_native_bf16
 from callbacks.feature_maps import FeatureMapLogger
 from callbacks.forecast_plot import ForecastPlotLogger
 from callbacks.gradient_stats import GradientStatsMonitor
+from callbacks.lookahead import Lookahead
 from callbacks.lr_schedule import LRScheduleLogger
 from callbacks.nonfinite_guard import NonFiniteError, NonFiniteGuard
 from callbacks.portable_checkpoint import PortableModelCheckpoint
@@ -54,6 +55,7 @@ __all__ = [
     "ForecastPlotLogger",
     "GradientStatsMonitor",
     "LRScheduleLogger",
+    "Lookahead",
     "NonFiniteError",
     "NonFiniteGuard",
     "NullProfiler",

@@ -115,3 +115,66 @@ def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     """uint8 ``(B, C, H, W)`` -> float32 normalized with per-channel ``mean``/``std`` given in [0, 1] units."""
     # (C,) -> (1, C, 1, 1) so the statistics broadcast over batch and pixels.
     return (images.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+#: Horizontal flips of :class:`BatchFlipTranslate`: none, an independent coin per image and draw, or alternating.
+BatchFlip = Literal["none", "random", "alternating"]
+
+
+class BatchFlipTranslate:
+    """Flips and translations applied to a whole batch of images at once (a few tensor ops per batch, not per image),
+    as the GPU speedruns augment in-memory tensors.
+
+    - ``flip="random"`` mirrors each image with probability 1/2. ``"alternating"`` (Jordan 2024) mirrors an image on
+      its first draw by a coin, and on each later draw the opposite way of the draw before: over two epochs every
+      image is seen both ways, which random flips leave to chance. The state is per sample index, so it needs the
+      indices of the batch (and is exact in one process: ``num_workers=0``).
+    - ``translate=t`` moves each image by a random whole number of pixels in ``[-t, t]`` along each axis, the border
+      filled by reflection (a random crop of the image padded by ``t`` with ``mode="reflect"``).
+
+    Args:
+        num_samples: size of the dataset the indices point into (for ``"alternating"``).
+        flip: ``"none"``, ``"random"`` or ``"alternating"``.
+        translate: the largest shift in pixels (0: none).
+        seed: seed of the first draw's coins of ``"alternating"``.
+
+    >>> augment = BatchFlipTranslate(4, flip="alternating")
+    >>> images = torch.arange(4, dtype=torch.uint8).view(1, 1, 1, 4).repeat(4, 1, 1, 1)
+    >>> first, second = augment(images, torch.arange(4)), augment(images, torch.arange(4))
+    >>> bool(((first[:, 0, 0, 0] == 0) != (second[:, 0, 0, 0] == 0)).all())  # each image mirrored once in two
+    True
+    """
+
+    def __init__(self, num_samples: int, flip: BatchFlip = "none", translate: int = 0, seed: int = 0) -> None:
+        if flip not in ("none", "random", "alternating"):
+            raise ValueError(f"Unknown batch flip {flip!r}; choose from none, random, alternating")
+        if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
+            raise ValueError(f"translate must be a whole number of pixels >= 0, got {translate!r}")
+        self.flip, self.translate = flip, translate
+        generator = torch.Generator().manual_seed(seed)
+        self.flipped_next = torch.rand(num_samples, generator=generator) < 0.5 if flip == "alternating" else None
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``images`` ``(B, C, H, W)`` of samples ``indices`` ``(B,)``, flipped and translated (same dtype, shape)."""
+        batch, _, height, width = images.shape
+        if self.flip != "none":
+            if self.flipped_next is None:
+                mirror = torch.rand(batch) < 0.5
+            else:
+                mirror = self.flipped_next[indices]
+                self.flipped_next[indices] = ~mirror
+            images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
+        if self.translate:
+            shifts = torch.randint(-self.translate, self.translate + 1, (2, batch, 1))
+            rows = _reflect(torch.arange(height) + shifts[0], height)  # (B, H): the source row of each row
+            cols = _reflect(torch.arange(width) + shifts[1], width)  # (B, W)
+            batch_index = torch.arange(batch).view(-1, 1, 1)
+            # advanced indices around the channel slice put their (B, H, W) first: (B, H, W, C)
+            images = images[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        return images.contiguous()
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside ``[0, size)`` mirrored back as ``F.pad(mode="reflect")`` does (edge not repeated)."""
+    index = index.abs()
+    return torch.where(index > size - 1, 2 * (size - 1) - index, index)

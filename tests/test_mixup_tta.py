@@ -213,10 +213,14 @@ def test_tta_averages_the_probabilities_of_the_views_at_test_and_predict_time():
         shifts = [(0, 0), (-2, 0), (2, 0), (0, -2), (0, 2)]
         views = [_shifted(image, dy, dx) for image in (x, x.flip(-1)) for dy, dx in shifts]
         flip_crop = torch.stack([model(view).softmax(-1) for view in views]).mean(0)
+        diagonal = [_shifted(image, d, d) for image in (x, x.flip(-1)) for d in (0, -1, 1)]
+        flip_shift = torch.stack([model(view).softmax(-1) for view in diagonal]).mean(0)
         model.tta = "flip"
         assert (model.predict_tensors(x)["probabilities"] - plain).abs().max() > 1e-3
         torch.testing.assert_close(model.predict_tensors(x)["probabilities"], flip)
         torch.testing.assert_close(model.predict_step((x, y), 0), flip)
+        model.tta = "flip_shift"
+        torch.testing.assert_close(model.predict_step((x,), 0), flip_shift)
         model.tta = "flip_crop"
         torch.testing.assert_close(model.predict_step((x,), 0), flip_crop)
         test = model.step((x, y), 0, "test")

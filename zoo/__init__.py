@@ -67,6 +67,7 @@ from zoo.vgg import VGGStyleNet
 from zoo.vit import VisionTransformer
 from zoo.volumetric import CNN3D
 from zoo.weights import Weights, get_weights, list_weights, load_weights
+from zoo.whitened_vgg import WhitenedVGG
 
 __all__ = [
     "CNN",
@@ -127,6 +128,7 @@ __all__ = [
     "VariationalReconstruction",
     "VisionTransformer",
     "Weights",
+    "WhitenedVGG",
     "WindowMeanForecaster",
     "create_model",
     "get_weights",

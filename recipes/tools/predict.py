@@ -10,8 +10,8 @@ zoo predict --pretrained cnn_digits --inputs digits/      # a preset's published
 What a model reads and answers comes from its task: image classifiers top-k classes (named when the data named
 them), taggers a tag per step, forecasters forecasts with intervals in original units, denoisers images, regressors
 targets in original units, language models a continuation, seq2seq models an answer. ``--tta flip`` (or
-``flip_crop``) makes an image classifier's checkpoint average its class probabilities over mirrored (and shifted)
-copies of each image; without it, the checkpoint's own ``tta`` holds. Images get the evaluation
+``flip_shift``, ``flip_crop``) makes an image classifier's checkpoint average its class probabilities over mirrored
+(and shifted) copies of each image; without it, the checkpoint's own ``tta`` holds. Images get the evaluation
 preprocessing of the training data (size, channels, normalization), tensors (``.npy`` or ``.json`` files, a batch or
 one sample) are in the data's own units; both read from the checkpoint or the ONNX file's metadata. Without
 ``--inputs``/``--text``, ``zoo predict`` is LightningCLI's ``predict`` over a datamodule.
@@ -141,7 +141,10 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--text", type=str | None, default=None, help="the text a language model continues")
     parser.add_argument("--top_k", type=int, default=5, help="classes listed per answer")
     parser.add_argument(
-        "--tta", type=str | None, default=None, help="image classifiers: none, flip or flip_crop (test-time views)"
+        "--tta",
+        type=str | None,
+        default=None,
+        help="image classifiers: none, flip, flip_shift or flip_crop (test-time views)",
     )
     parser.add_argument("--batch_size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--output", type=str | None, default=None, help="also write the answers to this JSON file")

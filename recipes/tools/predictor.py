@@ -160,8 +160,9 @@ class Predictor:
         """A predictor over a zoo model in memory (put in eval mode); ``data`` is the data's preprocessing (none:
         the model's own sizes and vocabulary, without normalization).
 
-        ``tta`` sets an image classifier's test-time augmentation (``"none"``, ``"flip"``, ``"flip_crop"``: the
-        class probabilities averaged over flipped and shifted views, see :class:`~zoo.tasks.ImageClassifier`);
+        ``tta`` sets an image classifier's test-time augmentation (``"none"``, ``"flip"``, ``"flip_shift"``,
+        ``"flip_crop"``: the class probabilities averaged over flipped and shifted views, see
+        :class:`~zoo.tasks.ImageClassifier`);
         ``None`` keeps the model's own.
 
         Raises:
