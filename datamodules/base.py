@@ -511,10 +511,11 @@ class ImageDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModule):
             images, targets = self.load_arrays(train=True)
             train_idx, val_idx = self.split_train_val(targets)
             self.datasets["train"] = self._dataset(images[train_idx], targets[train_idx], self.augmentation)
-            hp = self.hparams
-            if hp.batch_flip != "none" or hp.batch_translate:
+            # (a subclass whose __init__ does not take them records no such hyperparameters)
+            flip, translate = self.hparams.get("batch_flip", "none"), self.hparams.get("batch_translate", 0)
+            if flip != "none" or translate:
                 self.datasets["train"].batch_transform = BatchFlipTranslate(
-                    len(train_idx), hp.batch_flip, hp.batch_translate, hp.seed
+                    len(train_idx), flip, translate, self.hparams.seed
                 )
             self.datasets["val"] = self._dataset(images[val_idx], targets[val_idx])
         if stage in ("test", "predict", None) and "test" not in self.datasets:
