@@ -38,7 +38,7 @@ def test_every_published_set_names_its_file_hash_metric_and_command():
         model = zoo.create_model(preset, pretrained=True)
         assert sum(p.numel() for p in model.parameters()) == weights.num_params
     size = sum(path.stat().st_size for path in PACKAGE_WEIGHTS.iterdir())
-    assert size < 12e6, f"the package's weights take {size / 1e6:.1f} MB; larger sets belong in $ZOO_WEIGHTS_DIR"
+    assert size < 20e6, f"the package's weights take {size / 1e6:.1f} MB; larger sets belong in $ZOO_WEIGHTS_DIR"
 
 
 def test_pretrained_loads_the_published_tensors_and_overrides_that_keep_the_shape_work():
@@ -79,8 +79,8 @@ def test_a_damaged_missing_or_unknown_set_is_refused_with_its_file_named(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(PUBLISHED))
 def test_published_weights_reach_their_recorded_metric_on_the_real_test_split(preset):
-    """The recorded value again, from the package's file, within one test sample (a thread count or kernel may sum
-    the logits in another order)."""
+    """The recorded value again, from the package's file, at the recipe's precision, within one test sample (a thread
+    count or kernel may sum the logits in another order)."""
     weights = PUBLISHED[preset]
     args = [arg.replace("../shared/data", str(SHARED_DATA)) for arg in weights.command.split()[4:]]
     if any(str(SHARED_DATA) in arg for arg in args) and not SHARED_DATA.is_dir():
@@ -88,7 +88,13 @@ def test_published_weights_reach_their_recorded_metric_on_the_real_test_split(pr
     config = fit_config(weights.recipe, args)
     datamodule = import_class(config.data.class_path, trusted=("datamodules",))(**dict(config.data.init_args))
     model = zoo.create_model(preset, pretrained=True)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    precision = config.trainer.get("precision") or "32-true"
+    fast_path = [c for c in config.trainer.callbacks or [] if c.class_path.endswith("FastPath")]
+    if fast_path and fast_path[0].init_args.get("channels_last", True):
+        model.to(memory_format=torch.channels_last)  # as the recipe tested: the kernels of its weights' layout
+    trainer = L.Trainer(
+        accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
     samples = len(datamodule.test_dataloader().dataset)
     assert metrics[weights.metric] == pytest.approx(weights.value, abs=1 / samples + 1e-6)
