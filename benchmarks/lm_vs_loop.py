@@ -9,7 +9,8 @@ same steps with the same schedule (AdamW, weight decay 0.1 on matrices only, 100
 1e-3, gradient clipping at 1.0), each in its own process, in alternating rounds:
 
 - the loop is written as nanoGPT's ``train.py`` is: random windows of the first 90% of the text, an estimate of the
-  train and validation losses on 20 random batches each every 250 steps, no framework. Its time runs from the
+  train and validation losses on 20 random batches each every 250 steps, a checkpoint of model and optimizer
+  (``ckpt.pt``) whenever the validation estimate improves, no framework. Its time runs from the
   parent's start of it to its exit, less its validation loss on the whole validation text, which it computes after
   its last step, untimed, to compare the models;
 - the recipe is ``python -m recipes.shakespeare_char_gpt fit --trainer.max_steps <steps>`` with its own defaults:
@@ -75,9 +76,15 @@ def estimate():
     model.train()
     return out
 
+best_val = float("inf")
 for step in range(steps):
     if step % 250 == 0 or step == steps - 1:
-        print(step, estimate(), flush=True)
+        losses = estimate()
+        print(step, losses, flush=True)
+        if step > 0 and losses["val"] < best_val:  # nanoGPT saves model and optimizer when validation improves
+            best_val = losses["val"]
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter_num": step}
+            torch.save({**state, "best_val_loss": best_val}, "ckpt.pt")
     for group in optimizer.param_groups:
         group["lr"] = rate(step)
     x, y = get_batch(train)

@@ -28,16 +28,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import SavesPreprocessing, SplitLoaders, check_float32_range, make_loader, read_csv
+
+if TYPE_CHECKING:  # imported where used: importing pandas costs every program that imports datamodules about 1 s
+    import pandas as pd
 
 ScalerName = Literal["standard", "minmax", "none"]
 MissingName = Literal["mask", "ffill"]
@@ -70,21 +72,29 @@ def _statsmodels_frame(name: str) -> pd.DataFrame:
 
 
 def _sunspots() -> pd.DataFrame:
+    import pandas as pd
+
     frame = _statsmodels_frame("sunspots")
     return pd.DataFrame({"time": frame["YEAR"].astype(int), "sunactivity": frame["SUNACTIVITY"]})
 
 
 def _co2() -> pd.DataFrame:
+    import pandas as pd
+
     frame = _statsmodels_frame("co2")
     return pd.DataFrame({"time": frame.index, "co2": frame["co2"].to_numpy()})
 
 
 def _nile() -> pd.DataFrame:
+    import pandas as pd
+
     frame = _statsmodels_frame("nile")
     return pd.DataFrame({"time": frame["year"].astype(int), "volume": frame["volume"]})
 
 
 def _elnino() -> pd.DataFrame:
+    import pandas as pd
+
     frame = _statsmodels_frame("elnino")
     months = frame.columns[1:]  # JAN..DEC: one row per year -> one row per month
     values = frame[months].to_numpy().reshape(-1)
@@ -93,6 +103,8 @@ def _elnino() -> pd.DataFrame:
 
 
 def _macrodata() -> pd.DataFrame:
+    import pandas as pd
+
     frame = _statsmodels_frame("macrodata")
     time = pd.PeriodIndex.from_fields(year=frame["year"].astype(int), quarter=frame["quarter"].astype(int), freq="Q")
     return pd.concat([pd.DataFrame({"time": time.to_timestamp()}), frame.drop(columns=["year", "quarter"])], axis=1)
@@ -234,6 +246,8 @@ class TimeSeriesDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModu
 
     def read_frames(self) -> list[tuple[str, pd.DataFrame]]:
         """The raw tables, one per series, as ``(name, frame)``; time and id columns removed after their checks."""
+        import pandas as pd
+
         hp = self.hparams
         time_column, id_column = hp.time_column, hp.id_column
         if self.series is not None:
@@ -449,6 +463,8 @@ class TimeSeriesDataModule(SavesPreprocessing, SplitLoaders, L.LightningDataModu
 
 
 def _check_sorted(time: pd.Series, column: str, name: str) -> None:
+    import pandas as pd
+
     if not pd.api.types.is_numeric_dtype(time) and not pd.api.types.is_datetime64_any_dtype(time):
         parsed = pd.to_datetime(time, errors="coerce")
         if parsed.isna().any():
@@ -465,6 +481,8 @@ def _check_sorted(time: pd.Series, column: str, name: str) -> None:
 
 
 def _numeric(frame: pd.DataFrame, columns: list[str], name: str) -> np.ndarray:
+    import pandas as pd
+
     for column in columns:
         if not (pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])):
             sample = frame[column].dropna()
@@ -489,5 +507,7 @@ def _fit_scaler(train_span: np.ndarray, scaler: str) -> tuple[np.ndarray, np.nda
 
 def _forward_fill(values: np.ndarray) -> np.ndarray:
     """Each NaN replaced by the last observed value above it; leading NaNs by 0 (the training center)."""
+    import pandas as pd
+
     frame = pd.DataFrame(values).ffill()
     return frame.fillna(0.0).to_numpy()
