@@ -71,9 +71,16 @@ class PatchWhitening(nn.Module):
             self.weight.copy_(torch.cat([filters, -filters]).to(self.weight.dtype))
             self.fitted.fill_(True)
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seen_fitted = False  # the loaded state decides again
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not bool(self.fitted):
-            self.fit(x)
+        # `fitted` is read on the host once, not every step (on a GPU each read would be a sync)
+        if self.training and not getattr(self, "_seen_fitted", False):
+            if not bool(self.fitted):
+                self.fit(x)
+            self._seen_fitted = True
         return nn.functional.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
 
 
@@ -111,7 +118,7 @@ class WhitenedVGG(ImageClassifier):
     Args:
         num_classes: number of output classes.
         in_channels: image channels.
-        img_size: nominal input size (summaries, export); any side of at least ``kernel + 7`` works.
+        img_size: nominal input size (summaries, export); any side of at least ``kernel - 1 + 2 ** len(widths)``.
         widths: output channels of the three blocks.
         whitening_kernel: patch side of the whitening layer.
         logit_scale: factor on the logits (a temperature fixed in advance).
