@@ -223,3 +223,50 @@ def test_the_trial_of_a_killed_worker_is_failed_by_its_heartbeat_and_run_again(t
     assert [t.state for t in trials] == [states.FAIL, states.COMPLETE, states.COMPLETE]
     assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(trials[1]) == 0
     assert trials[1].params == trials[0].params  # the killed trial, run again
+
+
+_OPEN_ON_GO = """
+import sys, time
+from pathlib import Path
+from recipes.tools.tune import open_storage
+print("ready", flush=True)
+while not Path("go").exists():
+    time.sleep(0.001)
+print(len(open_storage(sys.argv[1], Path("."), heartbeat=60).get_all_studies()))
+"""
+
+
+def test_workers_opening_a_new_database_at_once_all_get_it(tmp_path):
+    """Workers racing to create the tables of one new SQLite study, and to stamp its schema version, all open it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_ON_GO, url],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    assert all(worker.stdout.readline() == b"ready\n" for worker in workers)
+    (tmp_path / "go").touch()
+    assert all(_finish(worker, timeout=120).split()[-1] == "0" for worker in workers)
+
+
+def test_a_schema_race_lost_is_retried(tmp_path, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    made = []
+    real = optuna.storages.RDBStorage
+
+    def lose_the_first_race(url, **kwargs):
+        if not made:
+            made.append(url)
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lose_the_first_race)
+    storage = tune.open_storage(None, tmp_path, heartbeat=60)
+    assert made and storage.get_all_studies() == []

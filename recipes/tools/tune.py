@@ -211,7 +211,7 @@ def open_storage(url: str | None, out: Path, heartbeat: int) -> Any:
                 f"--storage {url}: give a database URL (sqlite:///study.db, postgresql://...) or a .journal file"
             )
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
-    from sqlalchemy.exc import OperationalError  # an Optuna dependency
+    from sqlalchemy.exc import IntegrityError, OperationalError  # an Optuna dependency
 
     url = url or f"sqlite:///{(out / 'study.db').resolve()}"
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # several workers wait
@@ -224,8 +224,10 @@ def open_storage(url: str | None, out: Path, heartbeat: int) -> Any:
                 grace_period=2 * heartbeat,
                 failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
             )
-        except OperationalError as error:  # workers started at once race to make the tables of a new database
-            if attempt == 4 or "already exists" not in str(error):
+        except (OperationalError, IntegrityError) as error:
+            # Workers started at once race to make the tables of a new database and to stamp its schema version.
+            raced = "already exists" in str(error) or isinstance(error, IntegrityError)
+            if attempt == 4 or not raced:
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")  # the loop returns or raises
