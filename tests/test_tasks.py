@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import lightning as L
@@ -17,7 +18,7 @@ from datamodules import DigitsDataModule
 from tests.conftest import read_csv
 from zoo.layers import Mish, Swish, focal_loss, get_act_layer
 from zoo.metrics import classification_metrics
-from zoo.tasks.optim import build_optimizer, lr_factor
+from zoo.tasks.optim import build_optimizer, fused_supported, lr_factor
 
 
 # --- losses and layers -------------------------------------------------------------------------------------------
@@ -62,6 +63,33 @@ def test_no_weight_decay_on_biases_and_norm_weights():
     for name, param in model.named_parameters():
         assert (id(param) in decay) == (param.ndim > 1), name
     assert optimizer.param_groups[0]["nesterov"]
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_optimizers_are_fused_and_update_as_the_per_tensor_loop(name):
+    torch.manual_seed(0)
+    fused_model = zoo.MLP(hidden_dims=(16,), norm="batchnorm")
+    loop_model = copy.deepcopy(fused_model)
+    fused = build_optimizer(fused_model, name, lr=0.05, weight_decay=0.1, momentum=0.9)
+    loop = build_optimizer(loop_model, name, lr=0.05, weight_decay=0.1, momentum=0.9)
+    for group in loop.param_groups:
+        group["fused"] = None  # PyTorch's per-tensor loop on a CPU
+    assert all(group["fused"] for group in fused.param_groups)
+    for _ in range(20):
+        for fused_param, loop_param in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+            fused_param.grad = torch.randn_like(fused_param)
+            loop_param.grad = fused_param.grad.clone()
+        fused.step()
+        loop.step()
+    for fused_param, loop_param in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(fused_param, loop_param)
+
+
+def test_parameters_fused_kernels_cannot_take_leave_the_choice_to_pytorch():
+    on_meta = torch.nn.Linear(2, 2, device="meta")
+    assert build_optimizer(on_meta, "adamw", lr=0.1, weight_decay=0.0, momentum=0.0).param_groups[0]["fused"] is None
+    integer = torch.nn.Parameter(torch.zeros(2, dtype=torch.long), requires_grad=False)
+    assert not fused_supported([{"params": [torch.nn.Parameter(torch.zeros(2)), integer]}])
 
 
 def test_vit_position_embedding_and_class_token_are_not_decayed():
@@ -220,3 +248,41 @@ def test_loss_step_is_logged_on_the_trainers_logging_steps():
     )
     trainer.fit(model, DigitsDataModule(batch_size=16))
     assert sorted(read_csv(logger.log_dir)["train/loss_step"]) == [2, 5]  # global steps 3 and 6, 0-based
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_fused_steps_match_the_loop_whatever_the_layouts_of_gradients_and_loaded_moments(name):
+    """A channels-last weight given a contiguous gradient, then moments loaded from a run in the other layout: the
+    fused update equals PyTorch's per-tensor loop (the fused CPU kernel alone reads them as flat memory)."""
+    torch.manual_seed(0)
+    start = torch.randn(4, 3, 5, 5)
+    fused_weight = torch.nn.Parameter(start.clone().to(memory_format=torch.channels_last))
+    loop_weight = torch.nn.Parameter(start.clone())
+    groups = [{"params": [fused_weight], "weight_decay": 0.1}]
+    fused = build_optimizer(groups, name, lr=0.1, weight_decay=0.1, momentum=0.9)
+    loop = build_optimizer(
+        [{"params": [loop_weight], "weight_decay": 0.1}], name, lr=0.1, weight_decay=0.1, momentum=0.9
+    )
+    loop.param_groups[0]["fused"] = None
+    assert fused.param_groups[0]["fused"]
+
+    def step_both(fused_layout: torch.memory_format) -> None:
+        gradient = torch.randn(4, 3, 5, 5)
+        fused_weight.grad, loop_weight.grad = gradient.clone(memory_format=fused_layout), gradient.clone()
+        fused.step()
+        loop.step()
+
+    for _ in range(3):
+        step_both(torch.contiguous_format)
+    torch.testing.assert_close(fused_weight.detach(), loop_weight.detach())
+    # The moments as a contiguous-layout run wrote them, read back into the channels-last run.
+    saved = copy.deepcopy(loop.state_dict())
+    saved["param_groups"][0]["fused"] = True
+    fused.load_state_dict(saved)
+    fused_weight.data.copy_(loop_weight.detach())
+    assert any(
+        t.shape == start.shape and t.stride() != fused_weight.stride() for t in fused.state[fused_weight].values()
+    )
+    for _ in range(3):
+        step_both(torch.channels_last)  # only the moments differ in layout now
+    torch.testing.assert_close(fused_weight.detach(), loop_weight.detach())

