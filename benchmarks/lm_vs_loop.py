@@ -2,6 +2,7 @@
 
     python benchmarks/lm_vs_loop.py                       # 2,000 steps, 2 alternating rounds (about 8 minutes)
     python benchmarks/lm_vs_loop.py --loop_fused          # the loop with the recipe's fused AdamW
+    python benchmarks/lm_vs_loop.py --paired --rounds 4   # both at once, a core and a thread each
     python benchmarks/lm_vs_loop.py --steps 200 --rounds 1 --out /tmp/q.json   # a quick check
     python benchmarks/lm_vs_loop.py -- --trainer.limit_val_batches 20        # recipe overrides after "--"
 
@@ -18,7 +19,9 @@ same steps with the same schedule (AdamW, weight decay 0.1 on matrices only, 100
 - the recipe is ``python -m recipes.shakespeare_char_gpt fit --trainer.max_steps <steps>`` with its own defaults:
   its time is the whole process (start-up, validation, the test after fit).
 
-Both sides' CPU time (user and system) is reported beside the wall time. Prints the rounds and writes
+Both sides' CPU time (user and system) is reported beside the wall time. With ``--paired`` the two run at the same
+time, each pinned to its own core with one thread (the cores swap every round), so that the shared machine's drift
+falls on both. Prints the rounds and writes
 ``benchmarks/results/lm_vs_loop.json`` (``lm_vs_loop_fused.json``).
 """
 
@@ -26,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _timing import RESULTS, machine, result_row, run_child, write_json
@@ -132,6 +138,42 @@ def _run(code: str, args: list[str], cwd: str) -> tuple[float, float, dict]:
     return seconds - found.get("untimed_s", 0.0), cpu - found.get("untimed_cpu_s", 0.0), found
 
 
+def _run_paired(sides: list[tuple[str, str, list[str]]], cwd: str, swap: bool) -> dict[str, tuple[float, float, dict]]:
+    """Both sides at once, each pinned to a core of its own with one thread: the shared machine's drift, which moves
+    one process's time by more than the gap measured, then falls on both alike. ``swap`` exchanges the cores."""
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        sys.exit("--paired needs two cores")
+    cores = cores[::-1] if swap else cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started, running, results = time.perf_counter(), {}, {}
+    for (name, code, args), core in zip(sides, cores, strict=True):
+        out = open(Path(cwd) / f"{name}.out", "w+")  # noqa: SIM115 (closed once read); a file: no side blocks on a pipe
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}),
+        )
+        running[process.pid] = (name, process, out)
+    while running:
+        pid, status, usage = os.wait4(-1, 0)
+        name, process, out = running.pop(pid)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds, cpu = time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+        out.seek(0)
+        text = out.read()
+        out.close()
+        lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
+        if process.returncode or not lines:
+            sys.exit(f"{name} failed (exit {process.returncode}):\n{text[-4000:]}")
+        found = json.loads(lines[-1].removeprefix("RESULT "))
+        results[name] = (seconds - found.get("untimed_s", 0.0), cpu - found.get("untimed_cpu_s", 0.0), found)
+    return results
+
+
 def main() -> None:
     argv = sys.argv[1:]
     recipe_args = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -144,10 +186,16 @@ def main() -> None:
         help="give the loop PyTorch's fused AdamW, as the recipe has, instead of nanoGPT's CPU choice (the per-tensor "
         "loop): what is left is the framework's own cost",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run both sides at once, each on its own core with one thread, instead of one after the other",
+    )
     parser.add_argument("--text", default=str(TEXT))
     parser.add_argument("--out", default=None, help="default: results/lm_vs_loop.json (_fused.json with --loop_fused)")
     options = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    options.out = options.out or str(RESULTS / f"lm_vs_loop{'_fused' if options.loop_fused else ''}.json")
+    suffix = ("_fused" if options.loop_fused else "") + ("_paired" if options.paired else "")
+    options.out = options.out or str(RESULTS / f"lm_vs_loop{suffix}.json")
     if not Path(options.text).is_file():
         sys.exit(f"Tiny Shakespeare not found at {options.text}: put input.txt there (see ../shared/data)")
     rounds = []
@@ -163,7 +211,10 @@ def main() -> None:
         for index in range(options.rounds):
             sides = [("loop", LOOP, loop), ("recipe", RECIPE, recipe)]
             order = sides if index % 2 == 0 else sides[::-1]
-            times = {name: _run(code, args, work) for name, code, args in order}
+            if options.paired:
+                times = _run_paired(sides, work, swap=index % 2 == 1)
+            else:
+                times = {name: _run(code, args, work) for name, code, args in order}
             row = {
                 "loop_s": round(times["loop"][0], 1),
                 "recipe_s": round(times["recipe"][0], 1),
@@ -183,14 +234,15 @@ def main() -> None:
     recipe_loss = f"{statistics.median(recipe_losses):.3f}" if recipe_losses else "none (no test ran)"
     info = machine()
     command = f"python benchmarks/lm_vs_loop.py --steps {options.steps} --rounds {options.rounds}"
-    command += " --loop_fused" if options.loop_fused else ""
+    command += (" --loop_fused" if options.loop_fused else "") + (" --paired" if options.paired else "")
     against = "a hand-written loop with fused AdamW" if options.loop_fused else "a hand-written loop"
+    mode = "both at once, a core and a thread each" if options.paired else "one after the other"
     if recipe_args:
         command += " -- " + " ".join(recipe_args)
     rows = [
         result_row(
-            f"shakespeare_char_gpt, {options.steps} steps: whole recipe process over {against} of the same "
-            f"model (median of {len(rounds)} rounds; loop {statistics.median(r['loop_s'] for r in rounds):.0f} s, "
+            f"shakespeare_char_gpt, {options.steps} steps, {mode}: whole recipe process over {against} of the "
+            f"same model (median of {len(rounds)} rounds; loop {statistics.median(r['loop_s'] for r in rounds):.0f} s, "
             f"val loss {statistics.median(r['loop_val_loss'] for r in rounds):.3f} against the recipe's "
             f"{recipe_loss})",
             f"{ratio:.2f}x",
@@ -198,8 +250,8 @@ def main() -> None:
             info,
         ),
         result_row(
-            f"shakespeare_char_gpt, {options.steps} steps: CPU time of the whole recipe process over {against}'s "
-            f"(user and system, all threads; median of {len(rounds)} rounds)",
+            f"shakespeare_char_gpt, {options.steps} steps, {mode}: CPU time (user and system) of the whole recipe "
+            f"process over {against}'s (median of {len(rounds)} rounds)",
             f"{cpu_ratio:.2f}x",
             command,
             info,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,24 @@ def test_transformer_study_writes_its_tables_and_analysis(tmp_path):
     described = [row["what"] for row in report["rows"]]
     assert any(what.startswith("Transformer ablations, lm") for what in described)
     assert any(what.startswith("checkpoint ensemble of 1") for what in described)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the paired mode pins each side to a core of its own")
+def test_lm_vs_loop_paired_runs_both_sides_at_once_on_a_core_each(tmp_path):
+    words = ["the king", "my lord", "good night", "to be", "or not", "sweet prince"]
+    text = tmp_path / "input.txt"
+    text.write_text("\n".join(f"{words[i % 6]} {words[(i * 7) % 6]}, {i % 97}." for i in range(3000)))
+    out = tmp_path / "lm.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "lm_vs_loop.py"), "--steps=3", "--rounds=1", "--paired"]
+    result = subprocess.run([*command, f"--text={text}", f"--out={out}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (row,) = report["rounds"]
+    assert row["ratio"] == pytest.approx(row["recipe_s"] / row["loop_s"], abs=0.02)  # from unrounded seconds
+    for side in ("loop", "recipe"):
+        # Each side's own usage (one thread on one core): positive and within its wall time.
+        assert 0 < row[f"{side}_cpu_s"] <= row[f"{side}_s"] * 1.05 + 0.5
+        assert math.isfinite(row[f"{side}_val_loss"])
+    wall, cpu = report["rows"]
+    assert "both at once" in wall["what"] and wall["command"].endswith("--rounds 1 --paired")
+    assert cpu["value"] == f"{row['cpu_ratio']:.2f}x"
