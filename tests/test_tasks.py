@@ -278,11 +278,12 @@ def test_fused_steps_match_the_loop_whatever_the_layouts_of_gradients_and_loaded
     # The moments as a contiguous-layout run wrote them, read back into the channels-last run.
     saved = copy.deepcopy(loop.state_dict())
     saved["param_groups"][0]["fused"] = True
+    moments = [t for t in saved["state"][0].values() if t.shape == start.shape]
+    assert moments and all(t.stride() != fused_weight.stride() for t in moments)
     fused.load_state_dict(saved)
     fused_weight.data.copy_(loop_weight.detach())
-    assert any(
-        t.shape == start.shape and t.stride() != fused_weight.stride() for t in fused.state[fused_weight].values()
-    )
+    loaded = [t for t in fused.state[fused_weight].values() if t.shape == start.shape]
+    assert len(loaded) == len(moments) and all(t.stride() == fused_weight.stride() for t in loaded)
     for _ in range(3):
         step_both(torch.channels_last)  # only the moments differ in layout now
     torch.testing.assert_close(fused_weight.detach(), loop_weight.detach())
